@@ -1,0 +1,50 @@
+"""diffir — efficient diffusion-based image restoration (DiffIR, ICCV 2023).
+
+Public API (imported lazily so that ``import diffir`` is cheap)::
+
+    diffir.list_models()                     # named presets
+    diffir.create_model(name, **overrides)   # build a preset (random weights)
+    diffir.load_model(path_or_state_dict)    # any official / diffir checkpoint, config inferred
+    diffir.save_model(model, path)           # safetensors (default) or official .pth (official=True)
+    diffir.Restorer(model, ...)              # restore numpy / PIL / tensor images, with tiling
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "list_models": "diffir.registry",
+    "create_model": "diffir.registry",
+    "load_model": "diffir.io.checkpoint",
+    "save_model": "diffir.io.checkpoint",
+    "DiffIRConfig": "diffir.networks.config",
+    "DiffIRS1": "diffir.networks.diffir",
+    "DiffIRS2": "diffir.networks.diffir",
+    "Restorer": "diffir.pipelines.restorer",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffir.io.checkpoint import load_model, save_model
+    from diffir.networks.config import DiffIRConfig
+    from diffir.networks.diffir import DiffIRS1, DiffIRS2
+    from diffir.pipelines.restorer import Restorer
+    from diffir.registry import create_model, list_models
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'diffir' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

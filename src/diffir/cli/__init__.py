@@ -1,0 +1,62 @@
+"""``diffir`` command line: one entry point, one module per sub-command.
+
+Each sub-command module exposes ``add_arguments(parser)`` and ``run(args) -> int``.  Sub-command modules keep
+heavy imports (torch, models) inside ``run`` so that ``diffir -h`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help).  Order is the order shown in ``diffir -h``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "restore": ("diffir.cli.restore", "restore images (SR, real-world SR, deblurring, inpainting)"),
+    "train": ("diffir.cli.train", "train DiffIR (S1 -> S2 -> GAN) from a YAML config"),
+    "eval": ("diffir.cli.evaluate", "evaluate a model on a benchmark folder (PSNR, SSIM, ...)"),
+    "convert": ("diffir.cli.convert", "convert a checkpoint (official .pth/.ckpt <-> safetensors)"),
+    "info": ("diffir.cli.info", "show the inferred configuration, parameters and MACs of a model"),
+    "list": ("diffir.cli.list_models", "list the named model presets"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from diffir import __version__
+
+    parser = argparse.ArgumentParser(prog="diffir", description="Efficient diffusion-based image restoration.")
+    parser.add_argument("--version", action="version", version=f"diffir {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # sub-command not available in this build
+            if exc.name != module_name:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from diffir.errors import DiffIRError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except DiffIRError as exc:
+        print(f"diffir: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffir: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

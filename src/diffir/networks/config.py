@@ -1,0 +1,187 @@
+"""Typed, validated description of one DiffIR network (S1 or S2, any task).
+
+The same dataclass is built by presets (:mod:`diffir.registry`), inferred from checkpoint tensor shapes
+(:mod:`diffir.io.checkpoint`) and stored as JSON in the safetensors metadata we write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffir.errors import ConfigError
+
+TASKS = ("sr", "deblur", "inpaint")
+LAYERNORMS = ("BiasFree", "WithBias")
+#: CPEN feature width and IPR size are hard-wired in the official code (IPR = 4 * 64 = 256).
+CPEN_FEATS = 64
+IPR_DIM = 4 * CPEN_FEATS
+
+
+@dataclass(frozen=True)
+class DiffIRConfig:
+    """Hyper-parameters of a DiffIR network.
+
+    ``in_channels`` counts *image* channels (3 for RGB, 4 for inpainting: RGB·(1−mask) ⊕ mask).  For SR the
+    DIRformer sees a pixel-unshuffled LR (×2: 4·C, ×1: 16·C channels); that is derived, not configured.
+    """
+
+    task: str = "sr"
+    stage: int = 2
+    scale: int = 4
+    in_channels: int = 3
+    out_channels: int = 3
+    dim: int = 48
+    num_blocks: tuple[int, int, int, int] = (4, 6, 6, 8)
+    num_refinement_blocks: int = 4
+    heads: tuple[int, int, int, int] = (1, 2, 4, 8)
+    ffn_expansion_factor: float = 2.66
+    bias: bool = False
+    layernorm: str = "WithBias"
+    dual_pixel: bool = False
+    n_encoder_res: int = 6
+    n_denoise_res: int = 1
+    timesteps: int = 4
+    linear_start: float = 0.1
+    linear_end: float = 0.99
+    # Free-form provenance (preset name, source file); never affects the network.
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_blocks", tuple(int(b) for b in self.num_blocks))
+        object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.stage not in (1, 2):
+            raise ConfigError(f"stage must be 1 or 2, got {self.stage!r}")
+        if self.task == "sr" and self.scale not in (1, 2, 4):
+            raise ConfigError(f"DiffIR SR supports scale 1, 2 or 4 (got {self.scale}); the tail is always x4")
+        if self.task != "sr" and self.scale != 1:
+            raise ConfigError(f"task {self.task!r} has scale 1, got {self.scale}")
+        if len(self.num_blocks) != 4 or len(self.heads) != 4:
+            raise ConfigError("num_blocks and heads need 4 entries (levels 1-4 of the U-Net)")
+        if self.layernorm not in LAYERNORMS:
+            raise ConfigError(f"layernorm must be one of {LAYERNORMS}, got {self.layernorm!r}")
+        for level, (heads, width) in enumerate(zip(self.heads, self.level_dims, strict=True)):
+            if width % heads:
+                raise ConfigError(f"level {level + 1}: width {width} is not divisible by {heads} heads")
+        if self.dim % 2:
+            raise ConfigError(f"dim must be even (Downsample halves it), got {self.dim}")
+        if self.timesteps < 1:
+            raise ConfigError(f"timesteps must be >= 1, got {self.timesteps}")
+        if self.task == "sr" and self.dual_pixel:
+            raise ConfigError("dual_pixel exists only for deblur/inpaint DIRformers")
+
+    # ----------------------------------------------------------------------------------------------- derived
+    @property
+    def level_dims(self) -> tuple[int, int, int, int]:
+        return (self.dim, self.dim * 2, self.dim * 4, self.dim * 8)
+
+    @property
+    def unshuffle(self) -> int:
+        """Pixel-unshuffle factor applied to the LQ before the DIRformer (SR ×2: 2, SR ×1: 4, else 1)."""
+        return {4: 1, 2: 2, 1: 4}[self.scale] if self.task == "sr" else 1
+
+    @property
+    def embed_channels(self) -> int:
+        """Input channels of ``G.patch_embed``."""
+        return self.in_channels * self.unshuffle**2
+
+    @property
+    def prior_lq_factor(self) -> int:
+        """Pixel-unshuffle factor of the LQ part of the CPEN input (SR ×4 sees the LR as is)."""
+        return {4: 1, 2: 2, 1: 4}[self.scale] if self.task == "sr" else 4
+
+    @property
+    def cpen_s2_channels(self) -> int:
+        return self.in_channels * self.prior_lq_factor**2
+
+    @property
+    def cpen_s1_channels(self) -> int:
+        return self.cpen_s2_channels + self.out_channels * 16
+
+    @property
+    def refinement(self) -> bool:
+        return self.task != "inpaint"
+
+    @property
+    def size_multiple(self) -> int:
+        """LQ height/width must be a multiple of this (U-Net needs 8 at level 1; CPEN needs 4 after unshuffle)."""
+        return 8 * self.unshuffle
+
+    def ffn_hidden(self, width: int) -> int:
+        return int(width * self.ffn_expansion_factor)
+
+    # ------------------------------------------------------------------------------------------ conversion
+    def replace(self, **changes: Any) -> DiffIRConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("meta")
+        d["num_blocks"] = list(self.num_blocks)
+        d["heads"] = list(self.heads)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **extra: Any) -> DiffIRConfig:
+        data = {**data, **extra}
+        check_keys(data, cls.field_names(), "model config")
+        return cls(**data)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.name != "meta"]
+
+    def official_kwargs(self) -> dict[str, Any]:
+        """Constructor kwargs of the official ``DiffIRS1`` / ``DiffIRS2`` classes for this config."""
+        kw: dict[str, Any] = {
+            "n_encoder_res": self.n_encoder_res,
+            "inp_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "dim": self.dim,
+            "num_blocks": list(self.num_blocks),
+            "num_refinement_blocks": self.num_refinement_blocks,
+            "heads": list(self.heads),
+            "ffn_expansion_factor": self.ffn_expansion_factor,
+            "bias": self.bias,
+            "LayerNorm_type": self.layernorm,
+        }
+        if self.task == "sr":
+            kw["scale"] = self.scale
+        else:
+            kw["dual_pixel_task"] = self.dual_pixel
+        if self.stage == 2:
+            kw.update(n_denoise_res=self.n_denoise_res, linear_start=self.linear_start,
+                      linear_end=self.linear_end, timesteps=self.timesteps)
+        return kw
+
+    @classmethod
+    def from_official_kwargs(cls, task: str, stage: int, kwargs: dict[str, Any]) -> DiffIRConfig:
+        """Build from the kwargs given to the official constructors (unknown kwargs are rejected)."""
+        rename = {"inp_channels": "in_channels", "LayerNorm_type": "layernorm", "dual_pixel_task": "dual_pixel"}
+        data = {rename.get(k, k): v for k, v in kwargs.items()}
+        if task == "sr":
+            # The official SR DIRformer overwrites inp_channels from the scale; image channels = out channels.
+            data["in_channels"] = data.get("out_channels", 3)
+            data.setdefault("scale", 4)
+        else:
+            data["scale"] = 1
+        if data.get("layernorm", "WithBias") != "BiasFree":  # the official code: anything else is WithBias
+            data["layernorm"] = "WithBias"
+        return cls.from_dict(data, task=task, stage=stage)
+
+
+def check_keys(data: dict[str, Any], allowed: list[str], what: str) -> None:
+    """Reject unknown keys with a did-you-mean suggestion."""
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            raise ConfigError(f"unknown {what} key {key!r}{hint}")
