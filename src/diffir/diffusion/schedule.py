@@ -24,6 +24,11 @@ BUFFER_NAMES = (
 
 def make_schedule(timesteps: int, linear_start: float = 0.1, linear_end: float = 0.99) -> dict[str, torch.Tensor]:
     """All 12 schedule quantities as float32 tensors of shape (T,), bit-identical to the official buffers."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # degenerate ranges (β=1) are rejected by callers
+        return _schedule(timesteps, linear_start, linear_end)
+
+
+def _schedule(timesteps: int, linear_start: float, linear_end: float) -> dict[str, torch.Tensor]:
     betas = (torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64) ** 2).numpy()
     alphas = 1.0 - betas
     ac = np.cumprod(alphas, axis=0)

@@ -1,0 +1,64 @@
+"""Read ``torch.save`` files without executing pickled code.
+
+Always ``weights_only=True``.  Lightning checkpoints also pickle non-tensor objects (OmegaConf configs, enums,
+callbacks state).  Those classes are replaced by inert placeholder classes registered only for this load:
+their code is never imported or run, and their content is ignored.  Tensors load normally.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffir.errors import CheckpointError
+
+
+class _Placeholder(dict):
+    """Accepts whatever the unpickler feeds it (constructor args, state, items, list appends)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self._args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self._state = state
+
+    def append(self, item: Any) -> None:
+        self.setdefault("_items", []).append(item)
+
+    def extend(self, items: Any) -> None:
+        self.setdefault("_items", []).extend(items)
+
+
+def _placeholders(names: list[str]) -> list[tuple[type, str]]:
+    return [(type(name.rsplit(".", 1)[-1], (_Placeholder,), {}), name) for name in names]
+
+
+def read_torch_file(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_error = str(exc).splitlines()[0]
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch or safetensors checkpoint ({str(exc).splitlines()[0][:120]})"
+        ) from None
+    get_unsafe = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if get_unsafe is None:
+        raise CheckpointError(
+            f"{path}: contains pickled Python objects besides tensors and this torch is too old to skip them "
+            "safely (needs torch>=2.6); re-save only the state_dict"
+        )
+    try:
+        names = get_unsafe(path)
+        with torch.serialization.safe_globals(_placeholders(names)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is "cannot read safely"
+        raise CheckpointError(
+            f"{path}: refusing to unpickle non-tensor objects ({first_error[:100]}; {str(exc).splitlines()[0][:80]})"
+        ) from None
