@@ -1,9 +1,10 @@
 """MATLAB-compatible bicubic ``imresize`` (numpy and batched torch).
 
-Benchmark LR images (Set5/Set14/B100 ``LR_bicubic``) were made with MATLAB's ``imresize(img, 1/s, 'bicubic')``,
-which widens the cubic kernel by ``1/s`` when downscaling (antialiasing) and mirrors the border.  ``cv2.resize`` and
-``PIL.Image.resize`` do not do the same thing, and PSNR numbers computed against LR made with them are not
-comparable with the field's tables.  This module re-derives MATLAB's algorithm from its documented behaviour:
+Benchmark LR images (Set5/Set14/B100 ``LR_bicubic``) were made with MATLAB's
+``imresize(img, 1/s, 'bicubic')``, which widens the cubic kernel by ``1/s`` when downscaling (antialiasing)
+and mirrors the border.  ``cv2.resize`` and ``PIL.Image.resize`` do not do the same thing, and PSNR numbers
+computed against LR made with them are not comparable with the field's tables.  This module re-derives
+MATLAB's algorithm from its documented behaviour:
 
 * Keys' cubic kernel with ``a = -0.5``;
 * output pixel ``x`` (1-based) samples input coordinate ``u = x / s + 0.5 * (1 - 1 / s)``;
@@ -12,8 +13,8 @@ comparable with the field's tables.  This module re-derives MATLAB's algorithm f
 * the dimension with the smaller scale is resized first (rows first for equal scales);
 * uint8 input is rounded back to uint8 after *each* 1-D pass, as MATLAB does for integer classes.
 
-Each 1-D pass is a dense ``(out, in)`` weight matrix applied with a matmul: simple, exact and fast at the image
-sizes used for evaluation and on-the-fly training LR generation.
+Each 1-D pass is a dense ``(out, in)`` weight matrix applied with a matmul: simple, exact and fast at the
+image sizes used for evaluation and on-the-fly training LR generation.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def imresize(
         out = np.tensordot(mat, out, axes=([1], [axis]))  # resized axis moves to the front
         out = np.moveaxis(out, 0, axis)
         if is_uint8:
-            # MATLAB rounds half away from zero (np.round rounds half to even); values are >= 0 after clipping.
+            # MATLAB rounds half away from zero (np.round rounds half to even); values are >= 0 here.
             out = np.floor(np.clip(out, 0, 255) + 0.5)
     return out.astype(np.uint8) if is_uint8 else out
 
@@ -127,8 +128,8 @@ def imresize_torch(
 ):
     """Batched MATLAB bicubic resize of a ``(..., H, W)`` float tensor (e.g. ``NCHW`` in [0, 1]).
 
-    Runs in the tensor's dtype/device and is differentiable.  ``round_uint8=True`` quantises to 1/255 after each
-    pass, reproducing MATLAB's uint8 behaviour for inputs that are exact multiples of 1/255.
+    Runs in the tensor's dtype/device and is differentiable.  ``round_uint8=True`` quantises to 1/255 after
+    each pass, reproducing MATLAB's uint8 behaviour for inputs that are exact multiples of 1/255.
     """
     import torch
 
@@ -136,12 +137,13 @@ def imresize_torch(
         raise ValueError(f"imresize_torch expects (..., H, W), got shape {tuple(x.shape)}")
     scales, out_hw = _scales_and_sizes((x.shape[-2], x.shape[-1]), scale, size)
     dtype = x.dtype if x.is_floating_point() else torch.float32
-    out = x.to(dtype)
+    # In uint8 mode work on the 0..255 grid, so that MATLAB's exact .5 ties stay exact in floating point.
+    out = torch.round(x.to(dtype) * 255.0) if round_uint8 else x.to(dtype)
     for axis in _pass_order(scales):
         dim = out.ndim - 2 + axis
-        mat = torch.from_numpy(np.array(resize_matrix(out.shape[dim], out_hw[axis], scales[axis], antialiasing)))
-        mat = mat.to(device=out.device, dtype=dtype)
+        weights = resize_matrix(out.shape[dim], out_hw[axis], scales[axis], antialiasing)
+        mat = torch.from_numpy(np.array(weights)).to(device=out.device, dtype=dtype)
         out = out @ mat.T if axis == 1 else mat @ out
         if round_uint8:
-            out = torch.floor(torch.clamp(out * 255.0, 0, 255) + 0.5) / 255.0
-    return out
+            out = torch.floor(torch.clamp(out, 0, 255) + 0.5)
+    return out / 255.0 if round_uint8 else out
