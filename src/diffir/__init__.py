@@ -27,7 +27,17 @@ _LAZY = {
     "Restorer": "diffir.pipelines.restorer",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "__version__",
+    "list_models",
+    "create_model",
+    "load_model",
+    "save_model",
+    "DiffIRConfig",
+    "DiffIRS1",
+    "DiffIRS2",
+    "Restorer",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffir.io.checkpoint import load_model, save_model

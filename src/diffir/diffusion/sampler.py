@@ -50,7 +50,8 @@ class IPRDiffusion(nn.Module):
         """Diffuse a clean IPR to step t: √ᾱ_t·x0 + √(1−ᾱ_t)·ε."""
         x0 = x0.to(self._work_dtype(x0))
         noise = noise.to(x0.dtype)
-        return self._coef("sqrt_alphas_cumprod", t, x0) * x0 + self._coef("sqrt_one_minus_alphas_cumprod", t, x0) * noise
+        sqrt_ac = self._coef("sqrt_alphas_cumprod", t, x0)
+        return sqrt_ac * x0 + self._coef("sqrt_one_minus_alphas_cumprod", t, x0) * noise
 
     def _work_dtype(self, x: torch.Tensor) -> torch.dtype:
         # The official coefficients are (B,1) tensors in the module dtype; mixed arithmetic promotes to it.

@@ -142,9 +142,16 @@ def _split_official(sd: StateDict, config: DiffIRConfig, source: str) -> StateDi
         src = "denoise." + rest.removeprefix("model.") if rest.startswith("model.") else rest
         if not rest.startswith(("model.", "condition.")) or src not in sd:
             raise CheckpointError(f"{source}: unexpected key '{k}' (not part of the official DiffIR S2 layout)")
-        if not torch.equal(v, sd[src]):
+        if not _same(v, sd[src]):
             raise CheckpointError(f"{source}: duplicate '{k}' differs from '{src}'; the file is inconsistent")
     return out
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # float8 tensors (e.g. the parity files) have no comparison kernels; their float32 casts are exact.
+    if a.element_size() == 1 and a.is_floating_point():
+        a, b = a.float(), b.float()
+    return a.shape == b.shape and torch.equal(a, b)
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -38,8 +38,41 @@ def _placeholders(names: list[str]) -> list[tuple[type, str]]:
     return [(type(name.rsplit(".", 1)[-1], (_Placeholder,), {}), name) for name in names]
 
 
+_KNOWN_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"RIFF": "a RIFF (WebP/WAV) file",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip archive",
+    b"<": "a text/HTML file",
+    b"{": "a JSON/text file",
+}
+
+
+def _sniff(path: Path) -> str | None:
+    """None if the file may be a torch checkpoint (zip or legacy pickle), else what it looks like."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return None
+    for magic, what in _KNOWN_MAGIC.items():
+        if head.startswith(magic):
+            return what
+    return "not a checkpoint"
+
+
 def read_torch_file(path: str | Path) -> Any:
     path = Path(path)
+    kind = _sniff(path)
+    if kind is not None:
+        raise CheckpointError(
+            f"{path}: not a PyTorch or safetensors checkpoint ({kind}); pass a .pth, .ckpt or .safetensors file"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -41,32 +41,32 @@ class LayerNorm(nn.Module):
         return self.body(x)
 
 
-class Modulation(nn.Module):
-    """x·a + b with [a, b] = Linear(IPR).  No "1 +" on the scale: the official networks learn it directly."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.kernel = nn.Sequential(nn.Linear(IPR_DIM, channels * 2, bias=False))
-
-    def modulate(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.kernel(ipr).view(ipr.shape[0], -1, 1, 1).chunk(2, dim=1)
-        return x * scale + shift
+def ipr_kernel(channels: int) -> nn.Sequential:
+    """Linear(IPR → 2·C, no bias) producing the per-channel scale and shift."""
+    return nn.Sequential(nn.Linear(IPR_DIM, channels * 2, bias=False))
 
 
-class Attention(Modulation):
+def modulate(x: torch.Tensor, ipr: torch.Tensor, kernel: nn.Module) -> torch.Tensor:
+    """x·a + b with [a, b] = kernel(IPR).  No "1 +" on the scale: the official networks learn it directly."""
+    scale, shift = kernel(ipr).view(ipr.shape[0], -1, 1, 1).chunk(2, dim=1)
+    return x * scale + shift
+
+
+class Attention(nn.Module):
     """Transposed (channel) self-attention, "MDTA": cost linear in the number of pixels."""
 
     def __init__(self, channels: int, num_heads: int, bias: bool) -> None:
-        super().__init__(channels)
+        super().__init__()
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.kernel = ipr_kernel(channels)  # registration order = official state_dict order
         self.qkv = nn.Conv2d(channels, channels * 3, 1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(channels * 3, channels * 3, 3, padding=1, groups=channels * 3, bias=bias)
         self.project_out = nn.Conv2d(channels, channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv_dwconv(self.qkv(self.modulate(x, ipr)))
+        qkv = self.qkv_dwconv(self.qkv(modulate(x, ipr, self.kernel)))
         # head index is the OUTER factor of the channel axis: (head c) -> head, c
         q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in qkv.chunk(3, dim=1))
         q = F.normalize(q, dim=-1)
@@ -76,17 +76,18 @@ class Attention(Modulation):
         return self.project_out(out.reshape(b, c, h, w))
 
 
-class FeedForward(Modulation):
+class FeedForward(nn.Module):
     """Gated depth-wise FFN ("GDFN") with exact-erf GELU."""
 
     def __init__(self, channels: int, hidden: int, bias: bool) -> None:
-        super().__init__(channels)
+        super().__init__()
         self.project_in = nn.Conv2d(channels, hidden * 2, 1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, channels, 1, bias=bias)
+        self.kernel = ipr_kernel(channels)
 
     def forward(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(self.modulate(x, ipr))).chunk(2, dim=1)
+        x1, x2 = self.dwconv(self.project_in(modulate(x, ipr, self.kernel))).chunk(2, dim=1)
         return self.project_out(F.gelu(x1) * x2)
 
 

@@ -1,0 +1,36 @@
+"""Model accounting: parameters per part and multiply-accumulates via torch's FlopCounterMode."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+PARTS = {"G": "DIRformer", "E": "CPEN_S1", "condition": "CPEN_S2", "denoise": "denoiser"}
+
+
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, child in model.named_children():
+        n = sum(p.numel() for p in child.parameters())
+        if n:
+            out[PARTS.get(name, name)] = n
+    out["total"] = sum(p.numel() for p in model.parameters())
+    return out
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, size: int) -> int:
+    """MACs of one inference forward on a size×size input (FLOPs / 2, the convention of SR papers' tables).
+
+    S1 models also run CPEN_S1 on a ground truth of the output size.
+    """
+    c = model.config  # type: ignore[attr-defined]
+    lq = torch.zeros(1, c.in_channels, size, size)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        if c.stage == 1:
+            model(lq, torch.zeros(1, c.out_channels, size * c.scale, size * c.scale))
+        else:
+            model(lq)
+    return counter.get_total_flops() // 2
