@@ -29,7 +29,8 @@ def make_schedule(timesteps: int, linear_start: float = 0.1, linear_end: float =
 
 
 def _schedule(timesteps: int, linear_start: float, linear_end: float) -> dict[str, torch.Tensor]:
-    betas = (torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64) ** 2).numpy()
+    sqrt_betas = torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64, device="cpu")
+    betas = (sqrt_betas**2).numpy()
     alphas = 1.0 - betas
     ac = np.cumprod(alphas, axis=0)
     ac_prev = np.append(1.0, ac[:-1])
@@ -48,4 +49,4 @@ def _schedule(timesteps: int, linear_start: float, linear_end: float) -> dict[st
         "posterior_mean_coef1": betas * np.sqrt(ac_prev) / (1.0 - ac),
         "posterior_mean_coef2": (1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac),
     }
-    return {k: torch.tensor(values[k], dtype=torch.float32) for k in BUFFER_NAMES}
+    return {k: torch.tensor(values[k], dtype=torch.float32, device="cpu") for k in BUFFER_NAMES}

@@ -85,14 +85,20 @@ def unwrap_state_dict(obj: Any, key: str | None = None, source: str = "checkpoin
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: expected a dict of tensors, found {type(obj).__name__}")
-    if key is not None and key in obj and isinstance(obj[key], Mapping):
-        obj = obj[key]
-    elif key is None:
+    if key is not None and isinstance(obj.get(key), Mapping):
+        obj, key = obj[key], None
+    else:
         for name in ("params_ema", "params", "state_dict", "model", "net_g"):
             if isinstance(obj.get(name), Mapping) and obj[name]:
                 obj = obj[name]
                 break
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:  # some other container: use its only nested dict of tensors, if there is exactly one
+        nested = [
+            v for v in obj.values() if isinstance(v, Mapping) and any(isinstance(t, torch.Tensor) for t in v.values())
+        ]
+        if len(nested) == 1:
+            sd = {k: v for k, v in nested[0].items() if isinstance(v, torch.Tensor)}
     if not sd:
         raise CheckpointError(f"{source}: no tensors found (top-level keys: {', '.join(map(str, list(obj)[:6]))})")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}

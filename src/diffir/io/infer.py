@@ -60,18 +60,33 @@ def _diffusion_params(sd: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     for digits in [*range(1, 9), None]:
         start = b0 if digits is None else round(b0, digits)
         end = b1 if digits is None else round(b1, digits)
+        if timesteps == 1:  # linspace of one point is the start: the end is unobservable and irrelevant
+            end = DEFAULT_DIFFUSION["linear_end"]
         sched = make_schedule(timesteps, start, end)
         if all(torch.equal(sched[k], v.detach().float().cpu()) for k, v in stored.items() if k in sched):
             return {"timesteps": timesteps, "linear_start": start, "linear_end": end}
+    # Report the first buffer that disagrees with the schedule whose betas match the stored ones.
+    for digits in range(1, 9):
+        sched = make_schedule(timesteps, round(b0, digits), round(b1, digits))
+        if torch.equal(sched["betas"], betas.float()):
+            break
+    bad = next((k for k, v in stored.items() if k in sched and not torch.equal(sched[k], v.float().cpu())), "betas")
     raise CheckpointError(
-        "diffusion schedule buffers do not follow DiffIR's sqrt-linear β schedule "
-        f"(betas {betas.tolist()}); the file was edited or is not a DiffIR checkpoint"
+        f"buffer 'diffusion.{bad}' does not follow DiffIR's sqrt-linear β schedule of its betas "
+        f"{[round(b, 6) for b in betas.tolist()]}: the file was edited or is not a DiffIR checkpoint"
     )
 
 
 def infer_config(sd: Mapping[str, torch.Tensor], hints: Mapping[str, Any] | None = None) -> DiffIRConfig:
-    """Build the :class:`DiffIRConfig` that ``sd`` was saved from."""
+    """Build the :class:`DiffIRConfig` that ``sd`` was saved from.
+
+    ``hints`` is the config stored in diffir safetensors metadata.  A complete one is used as is after checking
+    that it builds exactly the tensors in ``sd`` (it keeps values the shapes cannot show, e.g. the exact FFN
+    factor 2.66 vs 2.7 or the diffusion settings of a S1 model).
+    """
     hints = dict(hints or {})
+    if set(DiffIRConfig.field_names()) <= set(hints):
+        return _checked_hint(sd, hints)
     if "G.patch_embed.proj.weight" not in sd:
         sample = ", ".join(list(sd)[:3]) or "<empty>"
         raise CheckpointError(
@@ -152,3 +167,17 @@ def _check_cpen_channels(sd: Mapping[str, torch.Tensor], config: DiffIRConfig) -
             f"'{key}' takes {got} channels but a {config.task} x{config.scale} DiffIR CPEN takes {want}: "
             "the DIRformer and CPEN come from different task/scale configurations"
         )
+
+
+def _checked_hint(sd: Mapping[str, torch.Tensor], hints: Mapping[str, Any]) -> DiffIRConfig:
+    from diffir.networks.diffir import build_model
+
+    config = DiffIRConfig.from_dict(dict(hints))
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in sd.items() if not k.startswith("diffusion.")}
+    if expected != got:
+        diff = sorted(set(expected.items()) ^ set(got.items()))[:1]
+        raise CheckpointError(f"the config stored in the file does not match its tensors (first difference: {diff})")
+    config.meta["assumed"] = []
+    return config

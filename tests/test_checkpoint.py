@@ -1,0 +1,221 @@
+"""Checkpoint loading/saving: containers, inference of every hyper-parameter, round trips, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import diffir
+from conftest import require_shared, tiny_model
+from diffir.errors import CheckpointError
+from diffir.io.checkpoint import load_model, read_checkpoint, save_model, to_official_state_dict
+from diffir.networks.config import DiffIRConfig
+from diffir.networks.diffir import build_model
+from diffir.registry import get_config
+
+# Configurations unlike any preset: other dims, block counts, heads, bias, LayerNorm types, T, β, dual-pixel.
+ODD_CONFIGS = [
+    dict(task="sr", scale=4, dim=6, num_blocks=(2, 0, 1, 1), num_refinement_blocks=0, heads=(1, 2, 3, 4),
+         ffn_expansion_factor=2.66, bias=True, layernorm="WithBias", n_encoder_res=3, n_denoise_res=2,
+         timesteps=6, linear_start=0.05, linear_end=0.9),
+    dict(task="sr", scale=1, dim=4, num_blocks=(1, 1, 1, 1), num_refinement_blocks=2, heads=(2, 2, 2, 2),
+         ffn_expansion_factor=1.5, layernorm="BiasFree", n_encoder_res=0, timesteps=1),
+    dict(task="deblur", scale=1, dim=8, num_blocks=(1, 1, 2, 1), num_refinement_blocks=3, heads=(1, 2, 4, 8),
+         ffn_expansion_factor=2.0, bias=True, dual_pixel=True, n_encoder_res=2, timesteps=8, linear_end=0.5),
+    dict(task="inpaint", scale=1, in_channels=4, dim=4, num_blocks=(1, 1, 1, 3), num_refinement_blocks=0,
+         heads=(1, 1, 1, 2), ffn_expansion_factor=1.8, n_encoder_res=1, n_denoise_res=0),
+]
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("kw", ODD_CONFIGS, ids=lambda kw: f"{kw['task']}{kw['scale']}")
+def test_infer_round_trip_both_formats(tmp_path, kw, stage) -> None:
+    torch.manual_seed(0)
+    model = build_model(DiffIRConfig(stage=stage, **kw))
+    for name, official in (("m.safetensors", False), ("m.pth", True)):
+        path = save_model(model, tmp_path / name, official=official)
+        loaded = load_model(path)
+        if official:  # shapes cannot tell 2.66 from 2.7 (same network); the rest must be inferred exactly
+            got, want = loaded.config.to_dict(), model.config.to_dict()
+            assert int(6 * got.pop("ffn_expansion_factor")) == int(6 * want.pop("ffn_expansion_factor"))
+            if stage == 1:  # an official S1 file carries no diffusion settings
+                for key in ("n_denoise_res", "timesteps", "linear_start", "linear_end"):
+                    got.pop(key), want.pop(key)
+            assert got == want, name
+        else:
+            assert loaded.config == model.config, name
+        assert _same_weights(model, loaded), name
+        again = load_model(save_model(loaded, tmp_path / f"again_{name}", official=official))
+        assert _same_weights(model, again)
+
+
+def test_official_pth_is_a_basicsr_container(tmp_path) -> None:
+    model = tiny_model("diffir_sr_x4_s2")
+    save_model(model, tmp_path / "x.pth", official=True)
+    obj = torch.load(tmp_path / "x.pth", weights_only=True)
+    assert set(obj) == {"params", "params_ema"}
+    assert list(obj["params"]) == list(to_official_state_dict(model))
+    assert "diffusion.betas" in obj["params"] and "diffusion.model.resmlp.0.weight" in obj["params"]
+
+
+def test_params_ema_preferred_and_module_prefix_stripped(tmp_path) -> None:
+    a, b = tiny_model("diffir_deblur_s2", seed=1), tiny_model("diffir_deblur_s2", seed=2)
+    sd = lambda m: {"module." + k: v for k, v in to_official_state_dict(m).items()}  # noqa: E731
+    torch.save({"params": sd(a), "params_ema": sd(b)}, tmp_path / "c.pth")
+    assert _same_weights(load_model(tmp_path / "c.pth"), b)
+    torch.save({"params": sd(a)}, tmp_path / "only_params.pth")
+    assert _same_weights(load_model(tmp_path / "only_params.pth"), a)
+    assert _same_weights(load_model(tmp_path / "c.pth", key="params"), a)
+
+
+class _LightningThing:  # stands in for OmegaConf objects pickled into Lightning checkpoints
+    def __init__(self) -> None:
+        self.value = 3
+
+
+def test_lightning_inpainting_ckpt(tmp_path) -> None:
+    student, teacher = tiny_model("diffir_inpaint_celeba_s2", seed=1), tiny_model("diffir_inpaint_celeba_s1", seed=2)
+    state = {f"generator.{k}": v for k, v in to_official_state_dict(student).items()}
+    state.update({f"generatorS1.{k}": v for k, v in teacher.state_dict().items()})
+    state["discriminator.model0.0.weight"] = torch.zeros(2)
+    state["val_evaluator.scores.ssim.weight"] = torch.zeros(2)
+    ckpt = {"state_dict": state, "hyper_parameters": {"cfg": _LightningThing()}, "epoch": 3}
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    loaded = load_model(tmp_path / "last.ckpt")
+    assert loaded.config.task == "inpaint" and loaded.config.stage == 2
+    assert _same_weights(loaded, student)
+    assert _same_weights(load_model(tmp_path / "last.ckpt", key="generatorS1"), teacher)
+
+
+def test_official_s2_dict_without_duplicates_or_buffers(tmp_path) -> None:
+    """The official module rejects it under strict=True; we accept it and record what was assumed."""
+    model = tiny_model("diffir_realsr_x2_s2")
+    sd = {k: v for k, v in to_official_state_dict(model).items() if not k.startswith("diffusion.")}
+    loaded = load_model(sd)
+    assert _same_weights(loaded, model)
+    assert set(loaded.config.meta["assumed"]) == {"timesteps", "linear_start", "linear_end"}
+
+
+def test_inconsistent_official_extras_are_rejected() -> None:
+    model = tiny_model("diffir_sr_x4_s2")
+    sd = dict(to_official_state_dict(model))
+    sd["diffusion.model.resmlp.0.bias"] = sd["denoise.resmlp.0.bias"] + 1
+    with pytest.raises(CheckpointError, match="duplicate 'diffusion.model.resmlp.0.bias' differs"):
+        load_model(sd)
+    sd = dict(to_official_state_dict(model))
+    sd["diffusion.posterior_mean_coef1"] = sd["diffusion.posterior_mean_coef1"] * 2
+    with pytest.raises(CheckpointError, match="posterior_mean_coef1"):
+        load_model(sd)
+
+
+def test_error_messages_are_one_line(tmp_path) -> None:
+    s1_x4 = to_official_state_dict(tiny_model("diffir_sr_x4_s1"))
+    s1_x2 = to_official_state_dict(tiny_model("diffir_sr_x2_s1"))
+    mixed = {**s1_x4, **{k: v for k, v in s1_x2.items() if k.startswith("E.")}}
+    truncated = {k: v for k, v in s1_x4.items() if "latent" not in k or "ffn" not in k}
+    (tmp_path / "text.pth").write_text("hello")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    torch.save({"weights": {"conv.weight": torch.zeros(3)}}, tmp_path / "other.pth")
+    cases = {
+        "missing": (tmp_path / "nope.pth", "checkpoint not found"),
+        "text": (tmp_path / "text.pth", "not a PyTorch or safetensors checkpoint"),
+        "empty": (tmp_path / "empty.safetensors", "unreadable safetensors file"),
+        "other": (tmp_path / "other.pth", "no DiffIR network found"),
+        "mixed": (mixed, "takes 60 channels but a sr x4 DiffIR CPEN takes 51"),
+        "truncated": (truncated, "missing key 'G.latent.0.ffn"),
+    }
+    for name, (src, message) in cases.items():
+        with pytest.raises(CheckpointError) as info:
+            load_model(src)
+        text = str(info.value)
+        assert message in text, (name, text)
+        assert "\n" not in text, name
+
+
+def test_cli_convert_and_info(tmp_path) -> None:
+    model = tiny_model("diffir_sr_x2_s2")
+    save_model(model, tmp_path / "official.pth", official=True)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "diffir", *a], capture_output=True, text=True)  # noqa: E731
+    res = run("convert", str(tmp_path / "official.pth"), str(tmp_path / "m.safetensors"))
+    assert res.returncode == 0, res.stderr
+    assert _same_weights(load_model(tmp_path / "m.safetensors"), model)
+    res = run("info", str(tmp_path / "m.safetensors"), "--size", "16")
+    assert res.returncode == 0, res.stderr
+    assert "scale                  2" in res.stdout and "MACs at 16x16" in res.stdout
+    res = run("info", str(tmp_path / "missing.pth"))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "checkpoint not found" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+# specs §3.3: unique parameter counts of the official configurations.
+PARAMS = {
+    "diffir_sr_x4": (24_801_478, 24_971_206),
+    "diffir_sr_x2": (24_811_846, 24_981_574),
+    "diffir_realsr_x4": (24_801_478, 24_971_206),
+    "diffir_realsr_x2": (24_811_846, 24_981_574),
+    "diffir_realsr_x1": (24_853_318, 25_023_046),
+    "diffir_deblur": (26_742_206, 26_911_934),
+    "diffir_inpaint_celeba": (26_232_746, 26_402_474),
+    "diffir_inpaint_places": (26_232_746, 26_402_474),
+    "diffir_inpaint_places_big": (49_313_194, 49_482_922),
+}
+
+
+def test_presets_parameter_counts() -> None:
+    assert len(diffir.list_models()) == 2 * len(PARAMS)
+    with torch.device("meta"):  # no memory, no init cost
+        for base, counts in PARAMS.items():
+            for stage, expected in zip((1, 2), counts, strict=True):
+                model = diffir.create_model(f"{base}_s{stage}")
+                assert sum(p.numel() for p in model.parameters()) == expected, f"{base}_s{stage}"
+
+
+def test_preset_errors_and_overrides() -> None:
+    with pytest.raises(diffir.errors.ConfigError, match="did you mean 'diffir_sr_x4_s2'"):
+        diffir.create_model("diffir_sr_x4_s3")
+    with pytest.raises(diffir.errors.ConfigError, match="did you mean 'num_blocks'"):
+        get_config("diffir_sr_x4_s2", num_block=(1, 1, 1, 1))
+    assert get_config("diffir_deblur_s1", dim=16).dim == 16
+
+
+def test_released_layout_sizes_match_key_list() -> None:
+    """Every official key and shape of the 12 released configurations (specs key list) is reproduced."""
+    path = require_shared("specs", "diffir_state_dict_keys.txt")
+    sections: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        if line.startswith("########## "):
+            current = line.split()[1]
+            sections[current] = []
+        elif current and line and not line.startswith("#"):
+            key, shape = line.split("\t")
+            sections[current].append((key, tuple(int(x) for x in shape.strip("()").split(",") if x.strip())))
+    presets = {"sr_x4": "diffir_sr_x4", "sr_x2": "diffir_realsr_x2", "sr_x1": "diffir_realsr_x1",
+               "deblur": "diffir_deblur", "inp": "diffir_inpaint_celeba", "inpbig": "diffir_inpaint_places_big"}
+    checked = 0
+    for name, entries in sections.items():
+        base, stage = name.rsplit("_", 1)
+        if base not in presets:
+            continue
+        with torch.device("meta"):
+            model = diffir.create_model(f"{presets[base]}_{stage.lower()}")
+        sd = to_official_state_dict(model)
+        assert [(k, tuple(v.shape)) for k, v in sd.items()] == entries, name
+        checked += 1
+    assert checked == len(sections) == 12
+
+
+def test_read_checkpoint_restores_safetensors_duplicates() -> None:
+    path = require_shared("parity", "diffir", "sr_x4_S2.safetensors")
+    sd, meta = read_checkpoint(path)
+    assert "diffusion.model.resmlp.0.weight" in sd
+    assert meta["diffusion.model.resmlp.0.weight"] == "denoise.resmlp.0.weight"
