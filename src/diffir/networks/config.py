@@ -155,7 +155,7 @@ class DiffIRConfig:
         }
         if self.task == "sr":
             kw["scale"] = self.scale
-        else:
+        elif self.task == "inpaint":  # only the inpainting constructor takes it (deblur: our extension)
             kw["dual_pixel_task"] = self.dual_pixel
         if self.stage == 2:
             kw.update(n_denoise_res=self.n_denoise_res, linear_start=self.linear_start,
