@@ -1,0 +1,286 @@
+"""Image files in and out, without surprises.
+
+Pixels are exchanged as ``(H, W, C)`` numpy arrays in the file's own depth (``uint8`` or ``uint16``) with
+C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), so nothing is lost between reading and writing:
+
+* 8- and 16-bit PNG/TIFF keep their depth.  Pillow decodes 16-bit *colour* PNG/TIFF to 8 bits, so those
+  (and only those) go through OpenCV (``pip install "diffir[images]"``); a clear error says so if missing.
+* EXIF orientation is applied on reading (the output is written upright, without the tag).
+* A decompression-bomb limit (``max_pixels``) is checked from the header, before any pixel is decoded.
+* Writes are atomic: a hidden temporary file in the target folder, renamed over the target when complete, so
+  an interrupted run never leaves a truncated image behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from diffir.errors import ImageError
+
+#: Default decompression-bomb limit: 100 megapixels (a 4K frame is 8.3 MP).  ``None`` or 0 disables it.
+DEFAULT_MAX_PIXELS = 100_000_000
+#: Extensions ``write_image`` knows, mapped to Pillow format names.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+           ".bmp": "BMP"}
+#: Formats that can store alpha / 16 bits.
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+_DEEP_FORMATS = {"PNG", "TIFF"}
+_CV2_HINT = 'install OpenCV for 16-bit colour images: pip install "diffir[images]"'
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@dataclass
+class ImageRecord:
+    """Decoded pixels plus what is needed to write a faithful result (format, colour profile)."""
+
+    pixels: np.ndarray  # (H, W, C) uint8 or uint16, C in {1, 2, 3, 4}
+    format: str  # Pillow format name of the source ("PNG", "JPEG", ...)
+    icc_profile: bytes | None = None
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageRecord:
+    """Decode an image file (upright, native depth).  Raises :class:`ImageError` with a one-line reason."""
+    path = Path(path)
+    try:
+        with _open(path, max_pixels) as im:
+            orientation = _exif_orientation(im)
+            icc = im.info.get("icc_profile")
+            fmt = im.format or "PNG"
+            if _is_16bit_colour(im):
+                pixels = _read_with_cv2(path)
+            else:
+                im.load()
+                pixels = pil_to_array(im)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of saying "broken file"
+        raise ImageError(f"{path}: cannot decode image ({_short(exc)})") from None
+    return ImageRecord(_apply_orientation(pixels, orientation), fmt, icc)
+
+
+@contextmanager
+def _open(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    try:
+        # Pillow's own bomb check is a process-wide global; we check the header size ourselves instead.
+        with _PIL_LIMIT_LOCK:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+    with im:
+        w, h = im.size
+        if max_pixels and w * h > max_pixels:
+            raise ImageError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of "
+                             f"{max_pixels / 1e6:.0f} MP (raise it with --max-pixels, 0 = no limit)")
+        yield im
+
+
+def _is_16bit_colour(im: Image.Image) -> bool:
+    if im.mode not in ("RGB", "RGBA", "LA") or not im.tile:
+        return False
+    args = im.tile[0].args
+    rawmode = args[0] if isinstance(args, tuple) else args
+    return isinstance(rawmode, str) and ";16" in rawmode
+
+
+def _read_with_cv2(path: Path) -> np.ndarray:
+    cv2 = _cv2()
+    # np.fromfile + imdecode copes with non-ASCII paths on every OS (cv2.imread does not on Windows).
+    data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise ImageError(f"{path}: cannot decode 16-bit image")
+    if data.ndim == 2:
+        return data[..., None]
+    if data.shape[2] == 3:
+        return data[..., ::-1].copy()
+    return data[..., [2, 1, 0, 3]].copy()
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    """(H, W, C) uint8/uint16 array of a PIL image; palette, CMYK, YCbCr ... become RGB(A), bilevel becomes L."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(im, dtype=np.uint16)[..., None]
+    if mode == "I":  # 16-bit gray decoded as 32-bit ints by some plugins
+        arr = np.asarray(im)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ImageError("32-bit integer images are not supported")
+        return arr.astype(np.uint16)[..., None]
+    if mode == "F":
+        raise ImageError("32-bit float images are not supported; save as 8- or 16-bit")
+    if mode == "1":
+        im = im.convert("L")
+    elif mode == "P" or mode == "PA":
+        im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGBA" if "A" in mode else "RGB")  # CMYK, YCbCr, LAB, RGBX, La, RGBa ...
+    arr = np.asarray(im)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make the image unreadable
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Make an (H, W, C) array upright according to the EXIF orientation tag (same result as Pillow)."""
+    ops = {
+        1: lambda x: x,
+        2: lambda x: x[:, ::-1],
+        3: lambda x: x[::-1, ::-1],
+        4: lambda x: x[::-1],
+        5: lambda x: x.swapaxes(0, 1),
+        6: lambda x: np.rot90(x, -1),
+        7: lambda x: x[::-1, ::-1].swapaxes(0, 1),
+        8: lambda x: np.rot90(x, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](a))
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def output_format(path: str | os.PathLike) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in FORMATS:
+        raise ImageError(f"{path}: unknown output extension {ext!r}; use one of {', '.join(sorted(FORMATS))}")
+    return FORMATS[ext]
+
+
+def write_image(path: str | os.PathLike, pixels: np.ndarray, *, quality: int = 95,
+                icc_profile: bytes | None = None) -> Path:
+    """Write (H, W, C) or (H, W) uint8/uint16 pixels atomically; the format comes from the extension.
+
+    Formats that cannot hold alpha (JPEG, BMP) drop it with a warning; 8-bit-only formats round 16-bit data.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    pixels = _prepare_for_format(np.asarray(pixels), fmt, path)
+    tmp = _reserve_temp(path)
+    try:
+        if pixels.dtype == np.uint16 and pixels.shape[2] > 1:
+            _write_with_cv2(tmp, pixels)
+        else:
+            _write_with_pil(tmp, pixels, fmt, quality, icc_profile)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, ImageError | KeyboardInterrupt):
+            raise
+        if isinstance(exc, OSError):
+            raise ImageError(f"{path}: cannot write ({_short(exc)})") from None
+        raise
+    return path
+
+
+def _prepare_for_format(pixels: np.ndarray, fmt: str, path: Path) -> np.ndarray:
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(f"{path}: cannot write an array of shape {pixels.shape}")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{path}: write_image needs uint8 or uint16 pixels, got {pixels.dtype}")
+    if pixels.shape[2] in (2, 4) and fmt not in _ALPHA_FORMATS:
+        warnings.warn(f"{path.name}: {fmt} has no alpha channel; alpha dropped (use .png to keep it)",
+                      stacklevel=3)
+        pixels = pixels[..., :-1]
+    if pixels.dtype == np.uint16 and fmt not in _DEEP_FORMATS:
+        pixels = to_8bit(pixels)
+    if fmt == "WEBP" and pixels.shape[2] in (1, 2):  # WebP has no gray mode
+        gray, alpha = pixels[..., :1], pixels[..., 1:]
+        pixels = np.concatenate([gray, gray, gray, alpha], axis=2)
+    return pixels
+
+
+def to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """uint16 → uint8 with rounding (65535 ↦ 255)."""
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _write_with_pil(tmp: Path, pixels: np.ndarray, fmt: str, quality: int, icc: bytes | None) -> None:
+    channels = pixels.shape[2]
+    if pixels.dtype == np.uint16:  # gray only (colour 16-bit goes through OpenCV)
+        im = Image.fromarray(np.ascontiguousarray(pixels[..., 0]), mode=None)
+    else:
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+        data = pixels[..., 0] if channels == 1 else pixels
+        im = Image.fromarray(np.ascontiguousarray(data), mode=None)
+        if im.mode != mode:
+            im = im.convert(mode)
+    kwargs: dict = {}
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if icc and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        kwargs["icc_profile"] = icc
+    if fmt == "TIFF":
+        kwargs["compression"] = "tiff_deflate"
+    im.save(tmp, format=fmt, **kwargs)
+
+
+def _write_with_cv2(tmp: Path, pixels: np.ndarray) -> None:
+    cv2 = _cv2()
+    channels = pixels.shape[2]
+    if channels == 2:  # OpenCV has no gray+alpha: store as RGBA
+        gray, alpha = pixels[..., :1], pixels[..., 1:]
+        pixels = np.concatenate([gray, gray, gray, alpha], axis=2)
+    bgr = pixels[..., [2, 1, 0]] if pixels.shape[2] == 3 else pixels[..., [2, 1, 0, 3]]
+    ok, encoded = cv2.imencode(tmp.suffix, np.ascontiguousarray(bgr))
+    if not ok:
+        raise ImageError(f"{tmp}: OpenCV could not encode a 16-bit image")
+    encoded.tofile(tmp)
+
+
+def _reserve_temp(path: Path) -> Path:
+    """A new hidden file next to ``path`` with the same extension (OpenCV picks the codec from it).
+
+    Created with ``os.open`` rather than ``mkstemp`` so that it gets umask-based permissions, not 0600.
+    """
+    folder = path.parent
+    for _ in range(100):
+        tmp = folder / f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ImageError(f"{folder}: cannot write there ({_short(exc)})") from None
+        os.close(fd)
+        return tmp
+    raise ImageError(f"{folder}: cannot create a temporary file")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise ImageError(_CV2_HINT) from None
+    return cv2
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+

@@ -1,0 +1,78 @@
+"""Where ``--model NAME|PATH`` comes from.  Nothing is ever downloaded.
+
+Resolution order (``resolve_model_path``):
+
+1. an existing file path → that file;
+2. something that looks like a path (has a folder separator or a checkpoint extension) → "not found" error;
+3. a name → ``<models dir>/<name>.safetensors`` or ``<name>.pth`` (models dir = ``$DIFFIR_MODELS`` or
+   ``~/.cache/diffir/models``);
+4. otherwise a one-line error saying where to put the file and how to convert official weights.
+
+Bundled or downloadable weights can later plug in as one more entry of ``_NAME_LOOKUPS``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from diffir.errors import DiffIRError
+
+MODELS_ENV = "DIFFIR_MODELS"
+CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".ckpt", ".pt", ".bin")
+#: The extensions looked for, in order, when a model is given by name.
+NAME_EXTENSIONS = (".safetensors", ".pth")
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get(MODELS_ENV) or Path.home() / ".cache" / "diffir" / "models").expanduser()
+
+
+def _from_models_dir(name: str) -> Path | None:
+    folder = models_dir()
+    for ext in NAME_EXTENSIONS:
+        candidate = folder / f"{name}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+#: Functions name → weights file (or None); tried in order.  Add bundled weights here.
+_NAME_LOOKUPS: list[Callable[[str], Path | None]] = [_from_models_dir]
+
+
+def resolve_model_path(spec: str | os.PathLike) -> Path:
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    text = str(spec)
+    if os.sep in text or "/" in text or path.suffix.lower() in CHECKPOINT_EXTENSIONS:
+        raise DiffIRError(f"model file not found: {text}")
+    for lookup in _NAME_LOOKUPS:
+        found = lookup(text)
+        if found is not None:
+            return found
+    folder = models_dir()
+    raise DiffIRError(
+        f"no weights for model {text!r}: put {text}.safetensors (or .pth) in {folder} (or set ${MODELS_ENV}), "
+        f"or pass --model PATH; convert official weights with `diffir convert IN.pth {folder}/{text}.safetensors`"
+    )
+
+
+def load_inference_model(spec: str | os.PathLike | nn.Module) -> nn.Module:
+    """A stage-2 DiffIR model in eval mode, from a module, a checkpoint path or a model name."""
+    if isinstance(spec, nn.Module):
+        model = spec
+    else:
+        from diffir.io.checkpoint import load_model
+
+        model = load_model(resolve_model_path(spec))
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "estimate_ipr"):
+        raise DiffIRError(f"{type(model).__name__} is not a stage-2 DiffIR model (DiffIRS2)")
+    if config.stage != 2:
+        raise DiffIRError("this is a stage-1 (S1) model, which needs the ground truth; restore with a stage-2 model")
+    return model.eval()

@@ -1,0 +1,220 @@
+"""``diffir.Restorer``: restore one image of any kind with a stage-2 DiffIR model, any task.
+
+    >>> r = diffir.Restorer("diffir_realsr_x4_s2", tile=512, precision="fp32", device="auto", seed=0)
+    >>> out = r.restore(np.asarray(PIL.Image.open("lr.png")))           # numpy in, numpy out
+    >>> out = diffir.Restorer(inpaint_model).restore(pil_image, mask=pil_mask)   # white = hole
+
+Per image: split off alpha, replicate gray to RGB, reflect-pad to the size multiple, compute **one** IPR
+(CPEN_S2 tile by tile — exactly the untiled value — then the seeded 4-step diffusion), run the DIRformer on
+the whole image or on blended overlapping tiles sharing that IPR, crop, composite (inpainting), and put
+gray/alpha back.  S2 sampling is stochastic: every image draws its IPR noise from a fresh CPU generator seeded
+with ``seed``, so a result depends only on the image, the model and the seed (not on batch or order).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffir.errors import DiffIRError, ImageError
+from diffir.pipelines.convert import as_float_batch, as_hole_mask
+from diffir.pipelines.model_source import load_inference_model
+from diffir.pipelines.padding import crop_to, pad_to_multiple
+from diffir.pipelines.precision import (
+    all_finite,
+    autocast,
+    free_device_memory,
+    is_out_of_memory,
+    resolve_device,
+    resolve_precision,
+)
+from diffir.pipelines.prior import condition_tiled
+from diffir.pipelines.tiling import align_down, make_grid, run_tiled
+
+#: ``tile="auto"``: images whose padded LQ side exceeds this are tiled with tiles of this size (LQ pixels).
+#: ×4 SR works on 16× more output pixels per LQ pixel, hence the smaller tile.
+AUTO_TILE = {4: 256, 2: 384, 1: 512}
+#: Luma weights (ITU-R BT.601, as Pillow's RGB→L) used to return gray images as gray.
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+class Restorer:
+    """Restore images with a stage-2 DiffIR model (SR ×1/×2/×4, real-world SR, motion deblur, inpainting).
+
+    Args:
+        model: a ``DiffIRS2`` module, a checkpoint path, or a model name (see ``diffir restore --help``).
+        tile: LQ tile size in pixels; ``0`` = whole image; ``"auto"`` = tile only images larger than
+            ``AUTO_TILE`` (the default).  Rounded down to the model's size multiple.
+        tile_overlap: overlap between neighbouring tiles (LQ pixels), blended with a sin² window.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (autocast; NaN/Inf output → fp32 redo).
+        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        seed: seed of the IPR sampling noise (``None`` = fresh randomness each call).
+        batch_size: tiles per forward pass.
+        outscale: final scale relative to the input (e.g. 3.5 with a ×4 model); ``None`` = the model's scale.
+        mask_threshold: mask values above this (after scaling to [0, 1]) are holes.
+        progress: show a tqdm bar over the tiles of large images.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str | os.PathLike,
+        *,
+        tile: int | str = "auto",
+        tile_overlap: int = 32,
+        precision: str = "fp32",
+        device: str | torch.device = "auto",
+        seed: int | None = 0,
+        batch_size: int = 1,
+        outscale: float | None = None,
+        mask_threshold: float = 0.5,
+        progress: bool = False,
+    ) -> None:
+        if not (tile == "auto" or (isinstance(tile, int) and tile >= 0)):
+            raise DiffIRError(f"tile must be a size >= 0 or 'auto', got {tile!r}")
+        if batch_size < 1:
+            raise DiffIRError(f"batch_size must be >= 1, got {batch_size}")
+        if outscale is not None and not outscale > 0:
+            raise DiffIRError(f"outscale must be > 0, got {outscale}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.model = load_inference_model(model).to(self.device)
+        self.config = self.model.config
+        self.tile = tile
+        self.tile_overlap = max(0, int(tile_overlap))
+        self.seed = seed
+        self.batch_size = batch_size
+        self.outscale = outscale
+        self.mask_threshold = mask_threshold
+        self.progress = progress
+        self._warned_fallback = False
+
+    # ---------------------------------------------------------------------------------------------- public
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def restore(self, image: Any, mask: Any = None) -> Any:
+        """Restore ``image`` (numpy HWC/HW uint8/uint16/float, PIL, or (B,)C,H,W tensor); same kind returned.
+
+        Inpainting models need ``mask`` (same size; white/1 = hole).  Alpha and grayscale are preserved.
+        """
+        x, back = as_float_batch(image)
+        hole = self._check_mask(mask, x)
+        outs = []
+        for b in range(x.shape[0]):
+            outs.append(self.restore_float(x[b: b + 1], None if hole is None else hole[b % hole.shape[0]][None]))
+        return back(torch.cat(outs))
+
+    @torch.inference_mode()
+    def restore_float(self, x: torch.Tensor, hole: torch.Tensor | None = None) -> torch.Tensor:
+        """(1, C, H, W) float CPU image in [0, 1] (C = 1..4) → restored (1, C, H', W') float, clamped."""
+        _, channels, height, width = x.shape
+        alpha = x[:, channels - 1:] if channels in (2, 4) else None
+        rgb = x[:, :3] if channels >= 3 else x[:, :1].expand(-1, 3, -1, -1)
+        lq = torch.cat([rgb * (1 - hole), hole], dim=1) if self.task == "inpaint" else rgb
+        pred = self._run_network(lq.contiguous())
+        scale = self.scale
+        pred = crop_to(pred, height * scale, width * scale)
+        if self.task == "inpaint":
+            pred = hole * pred + (1 - hole) * rgb  # keep every known pixel exactly
+        if channels < 3:
+            pred = (pred * _LUMA).sum(dim=1, keepdim=True)
+        if alpha is not None:
+            pred = torch.cat([pred, _resize(alpha, pred.shape[-2:])], dim=1)
+        if self.outscale is not None and self.outscale != scale:
+            size = (max(1, round(height * self.outscale)), max(1, round(width * self.outscale)))
+            pred = _resize(pred, size)
+        return pred.clamp(0, 1)
+
+    # ---------------------------------------------------------------------------------------------- internals
+    def _check_mask(self, mask: Any, x: torch.Tensor) -> torch.Tensor | None:
+        if self.task != "inpaint":
+            if mask is not None:
+                raise DiffIRError(f"a mask was given but the model does {self.task}, not inpainting")
+            return None
+        if mask is None:
+            raise DiffIRError("this is an inpainting model: pass a mask (white = hole)")
+        hole = as_hole_mask(mask, self.mask_threshold)
+        if hole.shape[-2:] != x.shape[-2:]:
+            raise ImageError(f"mask is {hole.shape[-1]}x{hole.shape[-2]} but the image is "
+                             f"{x.shape[-1]}x{x.shape[-2]} (W x H); they must match")
+        if hole.shape[0] not in (1, x.shape[0]):
+            raise ImageError(f"{hole.shape[0]} masks for {x.shape[0]} images")
+        return hole
+
+    def _tile_for(self, height: int, width: int) -> int:
+        """LQ tile size for a padded image (0 = whole image)."""
+        multiple = self.config.size_multiple
+        if self.tile == "auto":
+            limit = AUTO_TILE[self.scale if self.task == "sr" else 1]
+            return 0 if max(height, width) <= limit else align_down(limit, multiple)
+        return 0 if self.tile == 0 or max(height, width) <= self.tile else align_down(self.tile, multiple)
+
+    def _run_network(self, lq: torch.Tensor) -> torch.Tensor:
+        """Padded-size prediction of a (1, C, H, W) CPU LQ; on device OOM the tile is halved and retried."""
+        multiple = self.config.size_multiple
+        padded = pad_to_multiple(lq, multiple)
+        tile = self._tile_for(*padded.shape[-2:])
+        while True:
+            try:
+                return self._predict(padded, tile)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                free_device_memory(self.device)
+                current = tile or max(padded.shape[-2:])
+                smaller = align_down(current // 2, multiple)
+                if smaller >= current or current // 2 < multiple:
+                    raise DiffIRError(f"out of memory on {self.device} even with {current}-pixel tiles; "
+                                      "use --device cpu or a smaller image") from None
+                warnings.warn(f"out of memory on {self.device} with tile {current}: retrying with tile {smaller}",
+                              stacklevel=2)
+                tile = smaller
+
+    def _predict(self, padded: torch.Tensor, tile: int) -> torch.Tensor:
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        # The IPR path stays float32: it is a few % of the compute and one global vector steers every pixel.
+        if tile:
+            cond = condition_tiled(self.model, padded, tile, self.device)
+        else:
+            cond = self.model.condition_of(padded.to(self.device)).float()
+        ipr = self.model.estimate_ipr(cond=cond, generator=generator)
+        if not tile:
+            return self._forward(padded, ipr)
+        grid = make_grid(*padded.shape[-2:], tile, self.tile_overlap, self.config.size_multiple)
+        return run_tiled(lambda t: self._forward(t, ipr), padded, grid, self.scale, self.config.out_channels,
+                         self.batch_size, self.progress)
+
+    def _forward(self, lq: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
+        lq = lq.to(self.device, non_blocking=True)
+        ipr = ipr.expand(lq.shape[0], -1)
+        with autocast(self.device, self.dtype):
+            out = self.model(lq, ipr=ipr)
+        if self.dtype != torch.float32 and not all_finite(out):
+            if not self._warned_fallback:
+                warnings.warn(f"NaN/Inf in the {str(self.dtype).removeprefix('torch.')} output: recomputing in "
+                              "float32 (and staying in float32 from now on)", stacklevel=2)
+                self._warned_fallback = True
+            self.dtype = torch.float32
+            out = self.model(lq, ipr=ipr)
+        return out.to("cpu", torch.float32)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bicubic resize (antialiased when shrinking); used for alpha and for --outscale."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    antialias = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=antialias).clamp(0, 1)
