@@ -1,0 +1,56 @@
+"""``diffir train -c CONFIG.yaml [--out DIR] [--from-s1 CKPT] [--from-s2 CKPT] [--resume auto|PATH] [--set k=v]``.
+
+Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m diffir train -c ...`` (DDP-style gradient averaging,
+rank 0 writes logs and checkpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, help="training YAML (see configs/ and docs/training.md)")
+    parser.add_argument("--out", help="run directory (default: runs/<config name>)")
+    parser.add_argument("--from-s1", metavar="CKPT",
+                        help="stage 2: S1 run dir / checkpoint / model file (DIRformer copied, CPEN_S1 = teacher)")
+    parser.add_argument("--from-s2", metavar="CKPT",
+                        help="GAN stage: S2 run dir / checkpoint / model file (its S1 teacher is found beside it)")
+    parser.add_argument("--resume", metavar="auto|PATH",
+                        help="continue from the newest checkpoint in --out (auto) or from PATH")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.iters=100 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from diffir.train.config import load_config
+    from diffir.train.distributed import DistContext
+    from diffir.train.engine import Trainer, check_resumable
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out or Path("runs") / cfg.name)
+    if args.resume is None:
+        check_resumable(out)
+    dist = DistContext.from_env(cfg.train.device)
+    try:
+        trainer = Trainer(cfg, out, resume=args.resume, from_s1=args.from_s1, from_s2=args.from_s2, dist=dist,
+                          progress=not args.no_progress)
+        if trainer.start_iter and dist.is_main:
+            print(f"diffir: resuming {cfg.name} at iteration {trainer.start_iter}", file=sys.stderr)
+        summary = trainer.fit()
+        if dist.is_main:
+            last = summary["last"]
+            best = summary["best"]
+            msg = f"diffir: {cfg.name} done at iteration {summary['iter']}"
+            if "loss" in last:
+                msg += f", loss {last['loss']:.4g}"
+            if best:
+                msg += f", best val {best['metric']} {best['value']:.3f} @ {best['iter']}"
+            print(msg + f"; model: {out / 'model.safetensors'}", file=sys.stderr)
+    finally:
+        dist.shutdown()
+    return 0

@@ -1,0 +1,184 @@
+"""Training checkpoints: atomic directories of safetensors weights + a tensors-only training state.
+
+Layout of one checkpoint ``OUT/checkpoints/iter_00001000/``:
+
+* ``params.safetensors`` / ``params_ema.safetensors`` — the network (``diffir.save_model`` format, so either loads
+  with ``diffir.load_model``);
+* ``teacher.safetensors`` — the frozen S1 network (stage 2 / GAN), so a stage can be resumed or continued alone;
+* ``net_d.safetensors`` — the discriminator (GAN / inpainting);
+* ``state.pt`` — iteration, optimiser states, RNG states, guard and best-metric bookkeeping; plain tensors and
+  Python containers only, read back with ``torch.load(weights_only=True)``.
+
+The directory is written under a temporary name and renamed into place, so a crash (or ``kill -9``) leaves
+either the previous checkpoint set or the new complete one; ``latest()`` ignores leftovers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffir.errors import CheckpointError
+
+_NAME = re.compile(r"^iter_(\d+)$")
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return out / "checkpoints"
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    root = checkpoint_dir(out)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / "state.pt").is_file()]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest(out: Path) -> Path | None:
+    ckpts = list_checkpoints(out)
+    return ckpts[-1] if ckpts else None
+
+
+def resolve_resume(out: Path, resume: str | None) -> Path | None:
+    """``auto``: newest checkpoint under ``out`` (None when there is none); else an explicit checkpoint dir."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return latest(out)
+    p = Path(resume)
+    if (p / "state.pt").is_file():
+        return p
+    if (found := latest(p)) is not None:  # an output directory
+        return found
+    raise CheckpointError(f"--resume {resume}: not a training checkpoint (no state.pt) nor a run directory")
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def save_weights(module: nn.Module, path: Path) -> None:
+    """A DiffIR network through ``diffir.save_model``; any other module as a plain safetensors state_dict."""
+    from safetensors.torch import save_file
+
+    if hasattr(module, "config") and hasattr(module, "G"):
+        from diffir import save_model
+
+        save_model(module, path)  # type: ignore[arg-type]
+    else:
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+
+
+def load_weights(module: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"missing {path} (incomplete checkpoint?)")
+    sd = load_file(str(path))
+    device = next(iter(module.state_dict().values())).device
+    module.load_state_dict({k: v.to(device) for k, v in sd.items()}, strict=True)
+
+
+# ------------------------------------------------------------------------------------------------- RNG
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "generators": {k: g.get_state() for k, g in generators.items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), *npst[2:]))
+    for k, g in generators.items():
+        if k in state["generators"]:
+            g.set_state(state["generators"][k])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------ save/load
+def save_checkpoint(out: Path, iteration: int, weights: dict[str, nn.Module], state: dict[str, Any],
+                    keep: int) -> Path:
+    """Write ``iter_<iteration>`` atomically and prune all but the newest ``keep`` checkpoints."""
+    root = checkpoint_dir(out)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"iter_{iteration:08d}"
+    tmp = root / f".tmp_iter_{iteration:08d}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for name, module in weights.items():
+        save_weights(module, tmp / f"{name}.safetensors")
+    torch.save(state, tmp / "state.pt")
+    for f in tmp.iterdir():  # make the data durable before the rename publishes it
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():  # re-saving the same iteration (e.g. after a rollback)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp_iter_*"):  # leftovers of killed runs
+        if stale != tmp:
+            shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def load_state(ckpt: Path) -> dict[str, Any]:
+    try:
+        return torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupted / foreign file
+        raise CheckpointError(f"{ckpt / 'state.pt'}: cannot read training state ({exc})") from None
+
+
+def optimizer_state_to(state: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Optimizer state tensors saved on CPU go back to the parameters' device (``step`` stays on CPU)."""
+    for s in state.get("state", {}).values():
+        for k, v in s.items():
+            if torch.is_tensor(v) and k != "step":
+                s[k] = v.to(device)
+    return state
+
+
+def resolve_weights(path: str | Path, prefer_ema: bool = True) -> Path:
+    """A model file from a file, a checkpoint dir or a run dir (EMA weights preferred, like BasicSR)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    names = ["params_ema.safetensors", "params.safetensors"] if prefer_ema else ["params.safetensors"]
+    if p.is_dir():
+        run_model = [p / "model.safetensors"] if (p / "checkpoints").is_dir() else []
+        for cand in run_model + [p / n for n in names]:
+            if cand.is_file():
+                return cand
+        if (ck := latest(p)) is not None:
+            return resolve_weights(ck, prefer_ema)
+    raise CheckpointError(f"no model weights at {p} (a .safetensors/.pth file, a checkpoint or a run directory)")
+
+
+def resolve_teacher(path: str | Path) -> Path | None:
+    """The S1 teacher saved next to a stage-2 model (run dir or checkpoint dir), if any."""
+    p = Path(path)
+    base = p.parent if p.is_file() else p
+    for cand in (base / "teacher.safetensors", base.parent / "teacher.safetensors"):
+        if cand.is_file():
+            return cand
+    if base.is_dir() and (ck := latest(base)) is not None and (ck / "teacher.safetensors").is_file():
+        return ck / "teacher.safetensors"
+    return None

@@ -1,0 +1,359 @@
+"""Typed training configuration (one YAML per run), validated with pydantic v2.
+
+Every section forbids unknown keys; a misspelled key becomes a one-line :class:`~diffir.errors.ConfigError` with
+a did-you-mean suggestion.  The network itself is *not* described here: ``model.preset`` names a preset of
+:mod:`diffir.registry` and ``model.overrides`` changes its fields, so there is a single model config system.
+
+Strings may reference environment variables shell-style: ``${DIFFIR_DATA:-../shared/data}/train/T91``
+(``${VAR}`` or ``${VAR:-default}``).  Relative data paths are resolved against the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from diffir.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ------------------------------------------------------------------------------------------------- model
+class ModelSection(Section):
+    preset: str = Field(description="a name from `diffir list`, e.g. diffir_sr_x4_s1")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="DiffIRConfig fields, e.g. dim: 8")
+    from_s1: str | None = Field(None, description="S1 checkpoint: teacher CPEN_S1 (S2) and DIRformer init")
+    from_s2: str | None = Field(None, description="S2 checkpoint to start the GAN stage from")
+
+
+# -------------------------------------------------------------------------------------------------- data
+class DegradationSection(Section):
+    name: str = Field(description="bicubic_x4 | realesrgan_x4 | diffbir | motion_blur | ... (diffir.data)")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetSection(Section):
+    kind: Literal["paired", "folder", "inpaint"] = "paired"
+    gt_dir: str
+    lq_dir: str | None = None
+    filename_tmpl: str = Field("{}", description="LQ file stem for GT stem s, e.g. '{}x4' (paired)")
+    patch_size: int | None = Field(64, description="GT patch size; null = whole images (validation)")
+    augment: bool = True
+    repeat: int = 1
+    degradation: DegradationSection | None = None
+    mask: dict[str, Any] = Field(default_factory=dict, description="LamaMaskGenerator options (inpaint)")
+    max_images: int | None = Field(None, description="use only the first N images (validation)")
+    num_workers: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSection:
+        if self.kind == "paired" and not self.lq_dir:
+            raise ValueError("kind 'paired' needs lq_dir")
+        return self
+
+
+class ProgressiveSection(Section):
+    """Restormer-style progressive patch/batch schedule (deblur): stage j lasts iters[j] iterations."""
+
+    iters: list[int]
+    batch_sizes: list[int]
+    patch_sizes: list[int]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> ProgressiveSection:
+        if not (len(self.iters) == len(self.batch_sizes) == len(self.patch_sizes)) or not self.iters:
+            raise ValueError("progressive iters, batch_sizes and patch_sizes need the same non-zero length")
+        return self
+
+
+class DataSection(Section):
+    train: DatasetSection
+    val: DatasetSection | None = None
+
+
+# ----------------------------------------------------------------------------------------------- optimise
+class ScheduleSection(Section):
+    """LR as a pure function of the iteration (so resuming needs no scheduler state beyond the iteration).
+
+    ``multistep``: base·gamma^(number of milestones passed).  ``cyclic_cosine``: BasicSR
+    CosineAnnealingRestartCyclicLR (periods, restart_weights, eta_mins).  ``constant``.
+    """
+
+    type: Literal["constant", "multistep", "cyclic_cosine"] = "constant"
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = 0.5
+    periods: list[int] = Field(default_factory=list)
+    restart_weights: list[float] = Field(default_factory=list)
+    eta_mins: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleSection:
+        if self.type == "cyclic_cosine":
+            n = len(self.periods)
+            if n == 0 or len(self.restart_weights) != n or len(self.eta_mins) != n:
+                raise ValueError("cyclic_cosine needs periods, restart_weights and eta_mins of the same length")
+        return self
+
+
+class OptimizerSection(Section):
+    type: Literal["adam", "adamw"] = "adam"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+
+
+class OptimSection(Section):
+    g: OptimizerSection = Field(default_factory=OptimizerSection, description="the restoration network")
+    e: OptimizerSection | None = Field(
+        None, description="S2 warm-up optimiser (CPEN_S2 + denoiser) used while iter <= train.encoder_iters"
+    )
+    d: OptimizerSection = Field(
+        default_factory=lambda: OptimizerSection(lr=1e-4), description="the discriminator"
+    )
+
+
+# ------------------------------------------------------------------------------------------------- losses
+class KDSection(Section):
+    type: Literal["l1", "l2", "kl"] = Field("l1", description="which IPR loss trains (paper Tab. 5)")
+    weight: float = 1.0
+    temperature: float = 0.15
+
+
+class PerceptualSection(Section):
+    weight: float = 0.0
+    vgg_weights: str | None = Field(None, description="VGG19 weights file (torchvision layout, .pth/.safetensors)")
+    layer_weights: dict[str, float] = Field(
+        default_factory=lambda: {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
+    )
+    imagenet_norm: bool = True
+
+
+class GANSection(Section):
+    """``vanilla`` (BCE, SR stages) or ``nonsaturating`` (LaMa inpainting: R1 + mask-as-fake target)."""
+
+    type: Literal["vanilla", "nonsaturating"] = "vanilla"
+    weight: float = 0.0
+    r1_weight: float = 0.001
+    mask_as_fake: bool = True
+    feature_matching: float = 0.0
+    regenerate_for_d: bool = Field(False, description="re-run the generator for the D step (LaMa/PL does)")
+
+
+class ResNetPLSection(Section):
+    weight: float = 0.0
+    weights: str | None = Field(None, description="ade20k resnet50dilated encoder weights (user file)")
+
+
+class LossSection(Section):
+    pixel: float = Field(1.0, description="L1(output, GT) weight (SR, deblur)")
+    masked_l1_known: float = Field(10.0, description="inpainting: L1 weight on known pixels")
+    masked_l1_missing: float = Field(0.0, description="inpainting: L1 weight on hole pixels")
+    kd: KDSection = Field(default_factory=KDSection)
+    perceptual: PerceptualSection = Field(default_factory=PerceptualSection)
+    gan: GANSection = Field(default_factory=GANSection)
+    resnet_pl: ResNetPLSection = Field(default_factory=ResNetPLSection)
+
+
+class DiscriminatorSection(Section):
+    type: Literal["unet_sn", "nlayer"] = "unet_sn"
+    num_feat: int = 64
+    n_layers: int = 4
+    skip_connection: bool = True
+
+
+class DiffusionSection(Section):
+    """The paper's ablation switches (Tab. 4): V1 enabled=false, V2 traditional, V3 joint (default), V4 noise."""
+
+    optimization: Literal["joint", "traditional"] = "joint"
+    enabled: bool = True
+    reverse_noise: bool = False
+    timesteps: int | None = Field(None, description="T; shorthand for model.overrides.timesteps")
+
+
+# -------------------------------------------------------------------------------------------------- loop
+class TrainSection(Section):
+    iters: int = Field(gt=0)
+    batch_size: int = Field(4, gt=0, description="per process (per GPU), as in BasicSR")
+    accum_steps: int = Field(1, gt=0)
+    progressive: ProgressiveSection | None = None
+    encoder_iters: int = Field(0, ge=0, description="S2: diffusion-only warm-up iterations (optim.e, KD only)")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="0 disables EMA")
+    grad_clip: float | None = None
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    seed: int = 0
+
+
+class ValSection(Section):
+    every: int = Field(0, ge=0, description="0 = no validation")
+    crop_border: int = 0
+    y_channel: bool = False
+    metric: Literal["psnr", "ssim"] = "psnr"
+    seed: int = 0
+
+
+class LogSection(Section):
+    every: int = Field(10, gt=0)
+    tensorboard: bool = True
+    images: bool = Field(True, description="image grids in TensorBoard at validation")
+    progress: bool = True
+
+
+class CheckpointSection(Section):
+    every: int = Field(1000, gt=0)
+    keep: int = Field(3, ge=1, description="training checkpoints kept on disk (best is kept separately)")
+
+
+class GuardSection(Section):
+    """NaN / loss-spike guard: roll back to the last good checkpoint instead of training on garbage."""
+
+    enabled: bool = True
+    spike_factor: float = Field(20.0, description="a loss above factor × median of the window is a spike")
+    window: int = 50
+    max_rollbacks: int = 5
+    lr_factor: float = Field(1.0, description="multiply every LR by this after each rollback")
+
+
+class TrainConfig(Section):
+    name: str = "diffir"
+    stage: Literal["s1", "s2", "gan"]
+    model: ModelSection
+    data: DataSection
+    train: TrainSection
+    optim: OptimSection = Field(default_factory=OptimSection)
+    losses: LossSection = Field(default_factory=LossSection)
+    discriminator: DiscriminatorSection | None = None
+    diffusion: DiffusionSection = Field(default_factory=DiffusionSection)
+    val: ValSection = Field(default_factory=ValSection)
+    log: LogSection = Field(default_factory=LogSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    guard: GuardSection = Field(default_factory=GuardSection)
+
+    @field_validator("stage")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        wants = 1 if self.stage == "s1" else 2
+        if not self.model.preset.endswith(f"_s{wants}"):
+            raise ValueError(f"stage {self.stage!r} trains a stage-{wants} network; use a *_s{wants} preset")
+        if self.stage == "gan" and self.discriminator is None:
+            raise ValueError("stage 'gan' needs a discriminator section")
+        if self.train.encoder_iters and self.optim.e is None:
+            raise ValueError("train.encoder_iters > 0 needs optim.e (the warm-up optimiser)")
+        return self
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def model_overrides(self) -> dict[str, Any]:
+        over = dict(self.model.overrides)
+        if self.diffusion.timesteps is not None:
+            over["timesteps"] = self.diffusion.timesteps
+        return over
+
+    @property
+    def adversarial(self) -> bool:
+        return self.discriminator is not None and self.losses.gan.weight > 0
+
+
+# ------------------------------------------------------------------------------------------ loading/errors
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_vars(value: Any) -> Any:
+    """Shell-style ``${VAR}`` / ``${VAR:-default}`` expansion in every string of a nested structure."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            got = os.environ.get(name)
+            if got:
+                return got
+            if default is None:
+                raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}} in the config)")
+            return default
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_vars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_vars(v) for v in value]
+    return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set train.iters=100 losses.kd.type=l2``: dotted keys, YAML-parsed values."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def _allowed_keys(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the sub-model reached by ``loc`` (for did-you-mean suggestions)."""
+    current: Any = cls
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        ann = current.model_fields[part].annotation
+        args = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = args[0] if args else ann
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not isinstance(p, int))
+    dotted = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(TrainConfig, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
+        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else (
+            f"; allowed here: {', '.join(allowed)}" if allowed else "")
+        return f"{source}: unknown config key {dotted!r}{hint}"
+    if first["type"] == "missing":
+        return f"{source}: missing required config key {dotted!r}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{source}: {dotted or 'config'}: {msg}" if dotted else f"{source}: {msg}"
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(expand_vars(data))
+    except ValidationError as err:
+        raise ConfigError(_one_line(err, source)) from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config, apply ``--set`` overrides, expand ``${VARS}``, validate."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping")
+    return parse_config(apply_overrides(data, overrides or []), source=str(p))

@@ -1,0 +1,29 @@
+"""Exponential moving average of the network weights (BasicSR semantics: parameters only, every iteration)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class ModelEMA:
+    """``ema ← decay·ema + (1 − decay)·param`` over named parameters; buffers are copied.
+
+    Unlike the official S2 (whose EMA copy of CPEN_S2/denoiser starts from an independent random init, specs §7.12)
+    the EMA starts as an exact copy of the initialised network.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema_params = dict(self.module.named_parameters())
+        for name, p in model.named_parameters():
+            ema_params[name].mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+        ema_buffers = dict(self.module.named_buffers())
+        for name, b in model.named_buffers():
+            ema_buffers[name].copy_(b)

@@ -1,0 +1,649 @@
+"""The training loop: one class that runs S1, S2 (joint / traditional / warm-up) and the GAN stage.
+
+Per iteration (BasicSR order): set learning rates → fetch ``accum_steps`` micro-batches → generator losses and
+backward (discriminator frozen) → NaN/spike guard → gradient all-reduce → clip → step → discriminator step →
+EMA update → log / validate / checkpoint.
+
+Every random draw of an iteration comes from generators re-seeded from (seed, iteration, rank, rollbacks) and
+the data stream is addressed by iteration (:mod:`diffir.train.data`), so a resumed run repeats an uninterrupted
+one bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from diffir.errors import CheckpointError, ConfigError, DiffIRError
+from diffir.train import checkpointing as ckpt
+from diffir.train.config import OptimizerSection, TrainConfig
+from diffir.train.data import (
+    build_dataset,
+    cut_progressive,
+    progressive_stage,
+    sample_seed,
+    train_loader,
+    val_items,
+)
+from diffir.train.discriminators import build_discriminator
+from diffir.train.distributed import DistContext
+from diffir.train.ema import ModelEMA
+from diffir.train.losses import (
+    KDLoss,
+    VGGPerceptualLoss,
+    feature_matching_loss,
+    l1_loss,
+    masked_l1_loss,
+    nonsaturating_d_loss,
+    nonsaturating_g_loss,
+    vanilla_gan_loss,
+)
+from diffir.train.schedules import apply_lr, lr_at
+
+
+class TrainingDiverged(DiffIRError):
+    """The loss became NaN/inf or spiked and no rollback was possible."""
+
+
+def _device(name: str, dist: DistContext) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda", dist.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cuda" and dist.enabled:
+        return torch.device("cuda", dist.local_rank)
+    return torch.device(name)
+
+
+def _make_optimizer(params: list[nn.Parameter], section: OptimizerSection) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if section.type == "adamw" else torch.optim.Adam
+    return cls(params, lr=section.lr, betas=section.betas, weight_decay=section.weight_decay)
+
+
+class Trainer:
+    """Build everything a config describes, then :meth:`fit`."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out: str | Path,
+        resume: str | None = None,
+        from_s1: str | None = None,
+        from_s2: str | None = None,
+        dist: DistContext | None = None,
+        progress: bool = True,
+    ) -> None:
+        from diffir.registry import create_model
+
+        self.cfg = cfg
+        self.out = Path(out)
+        self.dist = dist or DistContext()
+        self.device = _device(cfg.train.device, self.dist)
+        self.progress = progress and cfg.log.progress
+        self.stage = cfg.stage
+        self.rollbacks = 0
+        self.best: dict[str, Any] = {}
+        self.loss_history: deque[float] = deque(maxlen=cfg.guard.window)
+
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank and every restart
+        self.student: nn.Module = create_model(cfg.model.preset, **cfg.model_overrides()).to(self.device)
+        self.mc = self.student.config  # the network config (task, scale, T ...)
+        if self.stage != "s1":
+            self.student.diffusion_enabled = cfg.diffusion.enabled
+            self.student.diffusion.reverse_noise = cfg.diffusion.reverse_noise
+        self.teacher: nn.Module | None = None
+        resume_dir = ckpt.resolve_resume(self.out, resume)
+        if resume_dir is None:
+            self._initialise(from_s1 or cfg.model.from_s1, from_s2 or cfg.model.from_s2)
+        else:
+            self._load_teacher_from(resume_dir)
+        self.student.train()
+
+        self.disc = build_discriminator(cfg.discriminator).to(self.device) if cfg.adversarial else None
+        self.kd = KDLoss(cfg.losses.kd.type, cfg.losses.kd.weight, cfg.losses.kd.temperature)
+        self.perceptual = None
+        if cfg.losses.perceptual.weight > 0:
+            p = cfg.losses.perceptual
+            self.perceptual = VGGPerceptualLoss(p.layer_weights, p.vgg_weights, p.imagenet_norm).to(self.device)
+        if cfg.losses.resnet_pl.weight > 0:
+            from diffir.train.losses.resnet_pl import ResNetPLLoss
+
+            self.resnet_pl = ResNetPLLoss(cfg.losses.resnet_pl.weights).to(self.device)
+        else:
+            self.resnet_pl = None
+
+        self.dist.broadcast_module(self.student)
+        if self.disc is not None:
+            self.dist.broadcast_module(self.disc)
+        self.ema = ModelEMA(self.student, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+
+        # Optimisers.  S2's optimizer_e covers CPEN_S2 + denoiser ("condition"/"denoise" in the name, as upstream).
+        self.opt_g = _make_optimizer(list(self.student.parameters()), cfg.optim.g)
+        self.opt_e = None
+        if cfg.optim.e is not None and self.stage != "s1":
+            enc = [p for n, p in self.student.named_parameters() if "denoise" in n or "condition" in n]
+            self.opt_e = _make_optimizer(enc, cfg.optim.e)
+        self.opt_d = _make_optimizer(list(self.disc.parameters()), cfg.optim.d) if self.disc is not None else None
+        amp = cfg.train.amp if self.device.type == "cuda" else "none"
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.scalers = {k: torch.amp.GradScaler("cuda", enabled=amp == "fp16") for k in ("g", "d")}
+
+        # Data.
+        self.train_set = build_dataset(cfg.data.train, self.mc.scale, self.mc.task, train=True)
+        self.val_set = (build_dataset(cfg.data.val, self.mc.scale, self.mc.task, train=False)
+                        if cfg.data.val is not None and cfg.val.every > 0 else None)
+        self.degradation = self._build_degradation(cfg.data.train)
+        self.val_degradation = self._build_degradation(cfg.data.val) if cfg.data.val is not None else None
+        self.gen = torch.Generator()  # per-iteration noise: diffusion, degradations, progressive crops
+
+        self.start_iter = 0
+        if resume_dir is not None:
+            self._restore(resume_dir)
+        self._loader = self._make_loader()
+
+        self.writer = None
+        self.log_file = None
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            if self.teacher is not None:
+                ckpt.save_weights(self.teacher, self.out / "teacher.safetensors")
+            if cfg.log.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.start_iter + 1)
+                except ImportError:  # tensorboard is an optional extra
+                    self.writer = None
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def _build_degradation(self, section) -> nn.Module | None:
+        if section is None or section.kind != "folder" or section.degradation is None:
+            return None
+        from diffir.data import build_degradation
+
+        return build_degradation(section.degradation.name, **section.degradation.options).to(self.device)
+
+    def _initialise(self, from_s1: str | None, from_s2: str | None) -> None:
+        """Stage wiring: S2 ← S1 (DIRformer copied, CPEN_S1 frozen teacher); GAN ← S2 (+ its teacher)."""
+        from diffir import load_model
+
+        if self.stage == "s1":
+            if from_s1 or from_s2:
+                raise ConfigError("stage s1 trains from scratch; --from-s1/--from-s2 are for stages s2/gan")
+            return
+        if self.stage == "gan" and from_s2 is None:
+            raise ConfigError("stage 'gan' starts from a stage-2 model: pass --from-s2 RUN_DIR|CKPT")
+        if self.stage == "s2" and from_s2 is None and from_s1 is None:
+            raise ConfigError("stage 's2' starts from a stage-1 model: pass --from-s1 RUN_DIR|CKPT")
+        teacher_path = ckpt.resolve_weights(from_s1) if from_s1 else ckpt.resolve_teacher(from_s2)  # type: ignore[arg-type]
+        if teacher_path is None:
+            raise ConfigError(f"no S1 teacher found next to {from_s2}; pass --from-s1 as well")
+        self.teacher = self._load_teacher(teacher_path)
+        if from_s2 is not None:
+            s2 = load_model(ckpt.resolve_weights(from_s2))
+            if s2.config.stage != 2:
+                raise ConfigError(f"--from-s2 {from_s2}: that is a stage-{s2.config.stage} model")
+            self._check_same(s2.config, "--from-s2 " + str(from_s2), ignore=("stage",))
+            self.student.load_state_dict(s2.state_dict())
+        else:
+            self.student.G.load_state_dict(self.teacher.G.state_dict())
+
+    def _check_same(self, other, what: str, ignore: tuple[str, ...] = ()) -> None:
+        mine, theirs = self.mc.to_dict(), other.to_dict()
+        for k in mine:
+            if k not in ignore and mine[k] != theirs.get(k):
+                raise ConfigError(
+                    f"{what}: {k}={theirs.get(k)!r} but the configured model has {k}={mine[k]!r} "
+                    "(use the same preset/overrides as the earlier stage)"
+                )
+
+    def _load_teacher(self, path: Path) -> nn.Module:
+        from diffir import load_model
+
+        teacher = load_model(path)
+        if teacher.config.stage != 1:
+            raise ConfigError(f"{path}: the teacher must be a stage-1 model, got stage {teacher.config.stage}")
+        self._check_same(teacher.config, f"S1 checkpoint {path}", ignore=("stage", "n_denoise_res", "timesteps",
+                                                                          "linear_start", "linear_end"))
+        return teacher.to(self.device).eval().requires_grad_(False)
+
+    def _load_teacher_from(self, ckpt_dir: Path) -> None:
+        if self.stage != "s1":
+            self.teacher = self._load_teacher(ckpt_dir / "teacher.safetensors")
+
+    def _make_loader(self):
+        t = self.cfg.train
+        batch = t.batch_size
+        if t.progressive is not None:  # the loader yields the largest batch; the loop cuts stages out of it
+            batch = max(t.progressive.batch_sizes)
+        seed = t.seed + 7919 * self.rollbacks
+        return train_loader(self.train_set, batch, seed, self.dist.rank, self.dist.world_size,
+                            self.start_iter * t.accum_steps, self.cfg.data.train.num_workers)
+
+    # ------------------------------------------------------------------------------------------- state
+    def _weights(self) -> dict[str, nn.Module]:
+        w: dict[str, nn.Module] = {"params": self.student}
+        if self.ema is not None:
+            w["params_ema"] = self.ema.module
+        if self.teacher is not None:
+            w["teacher"] = self.teacher
+        if self.disc is not None:
+            w["net_d"] = self.disc
+        return w
+
+    def _state(self, iteration: int) -> dict[str, Any]:
+        opts = {"g": self.opt_g, "e": self.opt_e, "d": self.opt_d}
+        return {
+            "iteration": iteration,
+            "optimizers": {k: o.state_dict() for k, o in opts.items() if o is not None},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "rng": ckpt.rng_state({}),
+            "rollbacks": self.rollbacks,
+            "loss_history": list(self.loss_history),
+            "best": dict(self.best),
+            "world_size": self.dist.world_size,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def _restore(self, ckpt_dir: Path) -> None:
+        state = ckpt.load_state(ckpt_dir)
+        ckpt.load_weights(self.student, ckpt_dir / "params.safetensors")
+        if self.ema is not None:
+            ema_file = ckpt_dir / "params_ema.safetensors"
+            ckpt.load_weights(self.ema.module, ema_file if ema_file.is_file() else ckpt_dir / "params.safetensors")
+        if self.disc is not None:
+            ckpt.load_weights(self.disc, ckpt_dir / "net_d.safetensors")
+        for k, opt in {"g": self.opt_g, "e": self.opt_e, "d": self.opt_d}.items():
+            if opt is not None and k in state["optimizers"]:
+                opt.load_state_dict(ckpt.optimizer_state_to(state["optimizers"][k], self.device))
+        for k, s in self.scalers.items():
+            if k in state.get("scalers", {}):
+                s.load_state_dict(state["scalers"][k])
+        ckpt.set_rng_state(state["rng"], {})
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.loss_history = deque(state.get("loss_history", []), maxlen=self.cfg.guard.window)
+        self.best = dict(state.get("best", {}))
+        self.start_iter = int(state["iteration"])
+
+    def save(self, iteration: int) -> None:
+        if self.dist.is_main:
+            ckpt.save_checkpoint(self.out, iteration, self._weights(), self._state(iteration),
+                                 self.cfg.checkpoint.keep)
+        self.dist.barrier()
+
+    # ---------------------------------------------------------------------------------------- one step
+    def _seed_iteration(self, it: int) -> None:
+        self.gen.manual_seed(sample_seed(self.cfg.train.seed + 104729 * self.rollbacks,
+                                         it * self.dist.world_size + self.dist.rank))
+
+    def _next_batch(self, it: int) -> dict[str, torch.Tensor]:
+        raw = next(self._loader)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in raw.items() if torch.is_tensor(v)}
+        if self.degradation is not None:
+            with torch.no_grad():
+                pair = self.degradation(batch["gt"], generator=self.gen)
+            batch = {**batch, "lq": pair["lq"].contiguous(), "gt": pair["gt"].contiguous()}
+        stage = progressive_stage(self.cfg.train.progressive, it)
+        if stage is not None:
+            batch = cut_progressive(batch, stage[0], stage[1], self.mc.scale, self.gen)
+        if self.mc.task == "inpaint" and batch["lq"].shape[1] == 3:
+            batch["lq"] = torch.cat([batch["gt"] * (1 - batch["mask"]), batch["mask"]], dim=1)
+        return batch
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _teacher_ipr(self, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        assert self.teacher is not None
+        with torch.no_grad():  # frozen: upstream computes its graph but never applies the gradients
+            return self.teacher.prior(lq, gt)
+
+    def _generate(self, batch: dict[str, torch.Tensor], warmup: bool) -> tuple[torch.Tensor | None, dict]:
+        """Forward of the trainee.  Returns (restored image or None in the warm-up, KD terms)."""
+        lq, gt = batch["lq"], batch["gt"]
+        s = self.student
+        if self.stage == "s1":
+            return s(lq, gt), {}
+        ipr_s1 = self._teacher_ipr(lq, gt)
+        diff = self.cfg.diffusion
+        if warmup:  # phase A: only CPEN_S2 + denoiser, KD loss only, DIRformer untouched
+            cond = s.condition_of(lq)
+            iprs = s.diffusion.train_chain(s.denoise, ipr_s1, cond, generator=self.gen) if diff.enabled else [cond]
+            return None, self._kd(iprs[-1], ipr_s1)
+        if diff.optimization == "traditional" and diff.enabled:
+            # V2: the denoiser learns the per-step x0 objective at a random t; the DIRformer gets the IPR sampled by
+            # the (detached) reverse chain, so no gradient links the two.
+            cond = s.condition_of(lq)
+            b, T = lq.shape[0], s.diffusion.timesteps
+            t = torch.randint(0, T, (b,), generator=self.gen).to(self.device)
+            noise = torch.randn(ipr_s1.shape, generator=self.gen).to(self.device, ipr_s1.dtype)
+            x0 = s.denoise(s.diffusion.q_sample(ipr_s1, t, noise), t, cond)
+            with torch.no_grad():
+                ipr = s.diffusion.train_chain(s.denoise, ipr_s1, cond, generator=self.gen)[-1]
+            return s.G(lq, ipr.to(lq.dtype)), self._kd(x0, ipr_s1)
+        out, iprs = s(lq, ipr_s1, generator=self.gen)  # V3 (joint through all T steps), V1, V4
+        return out, self._kd(iprs[-1], ipr_s1)
+
+    def _kd(self, student_ipr: torch.Tensor, teacher_ipr: torch.Tensor) -> dict:
+        loss, logs = self.kd(student_ipr, teacher_ipr)
+        return {"loss": loss, "logs": logs}
+
+    def _g_losses(self, batch: dict[str, torch.Tensor], warmup: bool) -> tuple[torch.Tensor, dict[str, float], Any]:
+        cfg = self.cfg.losses
+        out, kd = self._generate(batch, warmup)
+        logs: dict[str, float] = {}
+        terms: list[torch.Tensor] = []
+        if kd:
+            terms.append(kd["loss"])
+            logs.update(kd["logs"])
+            logs["loss_kd"] = kd["loss"].item()
+        if out is None:
+            return torch.stack(terms).sum(), logs, None
+        gt = batch["gt"]
+        if self.mc.task == "inpaint":
+            rec = masked_l1_loss(out, gt, batch["mask"], cfg.masked_l1_known, cfg.masked_l1_missing)
+        else:
+            rec = cfg.pixel * l1_loss(out, gt)
+        terms.append(rec)
+        logs["loss_pix"] = rec.item()
+        if self.perceptual is not None:
+            p = cfg.perceptual.weight * self.perceptual(out, gt)
+            terms.append(p)
+            logs["loss_percep"] = p.item()
+        if self.resnet_pl is not None:
+            p = cfg.resnet_pl.weight * self.resnet_pl(out, gt)
+            terms.append(p)
+            logs["loss_resnet_pl"] = p.item()
+        if self.disc is not None:
+            logits, feats = self.disc(out)
+            if cfg.gan.type == "vanilla":
+                adv = cfg.gan.weight * vanilla_gan_loss(logits, True)
+            else:
+                adv = cfg.gan.weight * nonsaturating_g_loss(logits)
+            terms.append(adv)
+            logs["loss_gan"] = adv.item()
+            if cfg.gan.feature_matching > 0:
+                with torch.no_grad():
+                    _, real_feats = self.disc(gt)
+                fm = cfg.gan.feature_matching * feature_matching_loss(feats, real_feats)
+                terms.append(fm)
+                logs["loss_fm"] = fm.item()
+        return torch.stack([t.float() for t in terms]).sum(), logs, out.detach()
+
+    def _d_losses(self, batch: dict[str, torch.Tensor], fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        assert self.disc is not None
+        gan = self.cfg.losses.gan
+        gt = batch["gt"]
+        if gan.type == "vanilla":
+            real_logits, _ = self.disc(gt)
+            fake_logits, _ = self.disc(fake)
+            l_real, l_fake = vanilla_gan_loss(real_logits, True), vanilla_gan_loss(fake_logits, False)
+            return l_real + l_fake, {"d_real": l_real.item(), "d_fake": l_fake.item()}
+        real = gt.detach().requires_grad_(gan.r1_weight > 0)
+        real_logits, _ = self.disc(real)
+        fake_logits, _ = self.disc(fake)
+        return nonsaturating_d_loss(real_logits, fake_logits, real, batch.get("mask"), gan.r1_weight,
+                                    gan.mask_as_fake)
+
+    def _set_lrs(self, it: int, warmup: bool) -> dict[str, float]:
+        o, factor = self.cfg.optim, self.cfg.guard.lr_factor**self.rollbacks
+        lrs = {}
+        if warmup and self.opt_e is not None and o.e is not None:
+            lrs["lr"] = lr_at(o.e.schedule, o.e.lr, it) * factor
+            apply_lr(self.opt_e, lrs["lr"])
+        else:
+            lrs["lr"] = lr_at(o.g.schedule, o.g.lr, it) * factor
+            apply_lr(self.opt_g, lrs["lr"])
+        if self.opt_d is not None:
+            lrs["lr_d"] = lr_at(o.d.schedule, o.d.lr, it) * factor
+            apply_lr(self.opt_d, lrs["lr_d"])
+        return lrs
+
+    def _step(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], scaler: torch.amp.GradScaler) -> None:
+        self.dist.all_reduce_grads(params)
+        if self.cfg.train.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+
+    def _is_bad(self, loss: float) -> bool:
+        g = self.cfg.guard
+        if not g.enabled:
+            return False
+        bad = not math.isfinite(loss)
+        if not bad and len(self.loss_history) == self.loss_history.maxlen:
+            bad = loss > g.spike_factor * max(median(self.loss_history), 1e-12)
+        return self.dist.any(bad)
+
+    def train_iteration(self, it: int) -> dict[str, float] | None:
+        """One optimisation step; None when the guard rejected it (the caller rolls back)."""
+        self._seed_iteration(it)
+        accum = self.cfg.train.accum_steps
+        warmup = self.stage != "s1" and it <= self.cfg.train.encoder_iters
+        logs: dict[str, float] = defaultdict(float)
+        logs.update(self._set_lrs(it, warmup))
+        opt = self.opt_e if warmup and self.opt_e is not None else self.opt_g
+        params = [p for group in opt.param_groups for p in group["params"]]
+        micro = [self._next_batch(it) for _ in range(accum)]
+
+        if self.disc is not None:
+            self.disc.requires_grad_(False)
+        opt.zero_grad(set_to_none=True)
+        fakes, total = [], 0.0
+        for batch in micro:
+            with self._autocast():
+                loss, parts, fake = self._g_losses(batch, warmup)
+            self.scalers["g"].scale(loss / accum).backward()
+            fakes.append(fake)
+            total += loss.item() / accum
+            for k, v in parts.items():
+                logs[k] += v / accum
+        if self._is_bad(total):
+            opt.zero_grad(set_to_none=True)
+            return None
+        self._step(opt, params, self.scalers["g"])
+        self.loss_history.append(total)
+        logs["loss"] = total
+
+        if self.disc is not None and self.opt_d is not None and not warmup:
+            self.disc.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            for batch, fake in zip(micro, fakes, strict=True):
+                if self.cfg.losses.gan.regenerate_for_d:  # LaMa/PL re-runs G (fresh diffusion noise) for D
+                    with torch.no_grad(), self._autocast():
+                        fake, _ = self._generate(batch, False)
+                with self._autocast():
+                    d_loss, d_logs = self._d_losses(batch, fake.detach())
+                self.scalers["d"].scale(d_loss / accum).backward()
+                for k, v in d_logs.items():
+                    logs[k] += v / accum
+            self._step(self.opt_d, list(self.disc.parameters()), self.scalers["d"])
+            for b in self.disc.buffers():  # keep BN statistics / spectral-norm vectors identical on every rank
+                if self.dist.enabled:
+                    torch.distributed.broadcast(b, src=0)
+        if self.ema is not None:
+            self.ema.update(self.student)
+        return dict(logs)
+
+    # ---------------------------------------------------------------------------------------- rollback
+    def _rollback(self, it: int) -> int:
+        """Reload the newest checkpoint after a bad step; returns the iteration to continue after."""
+        last = ckpt.latest(self.out)
+        if last is None:
+            raise TrainingDiverged(
+                f"loss became non-finite or spiked at iteration {it} before any checkpoint existed; lower optim.g.lr "
+                "or raise train.batch_size (DiffIR collapses at very small batches), or save checkpoints earlier"
+            )
+        if self.rollbacks + 1 > self.cfg.guard.max_rollbacks:
+            raise TrainingDiverged(f"training diverged {self.rollbacks + 1} times (last at iteration {it}); giving up")
+        rollbacks = self.rollbacks + 1
+        self._restore(last)
+        self.rollbacks = rollbacks  # a different data/noise stream so the same divergence is not replayed
+        self.loss_history.clear()
+        self._loader = self._make_loader()
+        self._log_event({"event": "rollback", "iter": it, "to": self.start_iter, "rollbacks": self.rollbacks})
+        return self.start_iter
+
+    # -------------------------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self, it: int) -> dict[str, float] | None:
+        if self.val_set is None or not self.dist.is_main:
+            return None
+        model = self.ema.module if self.ema is not None else self.student
+        was_training = model.training
+        model.eval()
+        psnrs, ssims, grid = [], [], None
+        for i, item in enumerate(val_items(self.val_set, self.cfg.val.seed)):
+            batch = {k: v.to(self.device) for k, v in item.items() if torch.is_tensor(v)}
+            if self.val_degradation is not None:
+                g = torch.Generator().manual_seed(sample_seed(self.cfg.val.seed, i))
+                pair = self.val_degradation(batch["gt"], generator=g)
+                batch.update(lq=pair["lq"], gt=pair["gt"])
+            out = self._restore_image(model, batch)
+            if self.mc.task == "inpaint":
+                out = batch["mask"] * out + (1 - batch["mask"]) * batch["gt"]
+            p, s = _psnr_ssim(out, batch["gt"], self.cfg.val.crop_border, self.cfg.val.y_channel)
+            psnrs.append(p)
+            ssims.append(s)
+            if grid is None:
+                grid = _grid(batch["lq"][:, :3], out, batch["gt"])
+        model.train(was_training)
+        result = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+        if self.writer is not None:
+            for k, v in result.items():
+                self.writer.add_scalar(f"val/{k}", v, it)
+            if grid is not None and self.cfg.log.images:
+                self.writer.add_image("val/lq_output_gt", grid, it)
+        metric = self.cfg.val.metric
+        improved = not self.best or result[metric] > self.best["value"]
+        if improved:
+            self.best = {"metric": metric, "value": result[metric], "iter": it}
+            ckpt.save_weights(model, self.out / "model_best.safetensors")
+            (self.out / "best.json").write_text(json.dumps(self.best))
+        with open(self.out / "val.jsonl", "a") as fh:
+            fh.write(json.dumps({"iter": it, **result, "best": improved}) + "\n")
+        return result
+
+    def _restore_image(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Whole-image inference: reflect-pad the LQ to the network's size multiple, crop the output."""
+        lq, gt = batch["lq"], batch["gt"]
+        m, scale = self.mc.size_multiple, self.mc.scale
+        h, w = lq.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        lq_p = F.pad(lq, (0, pw, 0, ph), mode=mode) if ph or pw else lq
+        if self.stage == "s1":
+            gt_p = F.pad(gt, (0, pw * scale, 0, ph * scale), mode=mode) if ph or pw else gt
+            out = model(lq_p, gt_p)
+        else:
+            out = model(lq_p, generator=torch.Generator().manual_seed(self.cfg.val.seed))
+        if isinstance(out, tuple):
+            out = out[0]
+        return out[..., : h * scale, : w * scale].clamp(0, 1)
+
+    # ------------------------------------------------------------------------------------------ logging
+    def _log_event(self, record: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "log.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    # ---------------------------------------------------------------------------------------------- fit
+    def fit(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        total = cfg.train.iters
+        bar = tqdm(total=total, initial=self.start_iter, disable=not (self.progress and self.dist.is_main),
+                   desc=f"{cfg.name} [{self.stage}]", dynamic_ncols=True)
+        window: dict[str, list[float]] = defaultdict(list)
+        t_last, it_last = time.perf_counter(), self.start_iter
+        it = self.start_iter
+        last_logs: dict[str, float] = {}
+        while it < total:
+            it += 1
+            logs = self.train_iteration(it)
+            if logs is None:
+                it = self._rollback(it)
+                bar.n = it
+                bar.refresh()
+                window.clear()
+                t_last, it_last = time.perf_counter(), it
+                continue
+            for k, v in logs.items():
+                window[k].append(v)
+            bar.update(1)
+            if it % cfg.log.every == 0 or it == total:
+                now = time.perf_counter()
+                rate = (it - it_last) / max(now - t_last, 1e-9)
+                record = {"iter": it, **{k: float(np.mean(v)) for k, v in window.items()},
+                          "it_s": rate, "eta_s": (total - it) / max(rate, 1e-9)}
+                record = {k: self.dist.mean(v) if k.startswith(("loss", "kd_", "d_")) else v
+                          for k, v in record.items()}
+                record["iter"] = it
+                self._log_event(record)
+                if self.writer is not None:
+                    for k, v in record.items():
+                        if k != "iter":
+                            self.writer.add_scalar(f"train/{k}", v, it)
+                bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.2e}")
+                last_logs = record
+                window.clear()
+                t_last, it_last = now, it
+            if cfg.val.every and (it % cfg.val.every == 0 or it == total):
+                self.validate(it)
+                self.dist.barrier()
+            if it % cfg.checkpoint.every == 0 or it == total:
+                self.save(it)
+        bar.close()
+        if self.dist.is_main:
+            final = self.ema.module if self.ema is not None else self.student
+            ckpt.save_weights(final, self.out / "model.safetensors")
+        if self.writer is not None:
+            self.writer.close()
+        self.dist.barrier()
+        return {"iter": it, "last": last_logs, "best": self.best}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _psnr_ssim(out: torch.Tensor, gt: torch.Tensor, crop: int, y: bool) -> tuple[float, float]:
+    """BasicSR PSNR/SSIM on rounded 8-bit images (diffir.metrics); a plain PSNR if that module is missing."""
+    a = (out[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
+    b = (gt[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
+    try:
+        from diffir.metrics.psnr_ssim import calculate_psnr, calculate_ssim
+    except ImportError:
+        if crop:
+            a, b = a[crop:-crop, crop:-crop], b[crop:-crop, crop:-crop]
+        mse = float(np.mean((a - b) ** 2))
+        return (float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)), float("nan")
+    return (calculate_psnr(a, b, crop, input_order="HWC", test_y_channel=y),
+            calculate_ssim(a, b, crop, input_order="HWC", test_y_channel=y))
+
+
+def _grid(lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """[LQ (nearest-upsampled) | output | GT] side by side, CHW in [0, 1]."""
+    lq = F.interpolate(lq.float(), size=gt.shape[-2:], mode="nearest")
+    return torch.cat([lq[0], out[0].float(), gt[0].float()], dim=-1).clamp(0, 1).cpu()
+
+
+def check_resumable(out: Path) -> None:
+    """Raise a clear error when ``out`` holds checkpoints but no resume was asked (avoid silent overwrite)."""
+    if ckpt.latest(out) is not None:
+        raise CheckpointError(
+            f"{out} already holds checkpoints; pass --resume auto to continue, or choose another --out"
+        )
