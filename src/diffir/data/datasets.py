@@ -183,8 +183,8 @@ class InpaintDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.images[index]
         gt = item["gt"]
-        seed = int(torch.randint(2**62, (1,)).item())
-        mask = self.mask_generator(gt.shape[-2], gt.shape[-1], torch.Generator().manual_seed(seed))
+        seed = int(torch.randint(2**62, (1,), device="cpu").item())
+        mask = self.mask_generator(gt.shape[-2], gt.shape[-1], torch.Generator(device="cpu").manual_seed(seed))
         mask = mask.to(gt.dtype)
         lq = torch.cat([gt * (1 - mask), mask], dim=0)
         return {"gt": gt, "mask": mask, "lq": lq, "path": item["path"]}

@@ -48,6 +48,11 @@ def _size_mask(sizes: torch.Tensor, pad_to: int) -> torch.Tensor:
     return (xx.abs() <= half) & (yy.abs() <= half)
 
 
+def _pick_sizes(kernel_range: Sequence[int], n: int, gen: torch.Generator) -> torch.Tensor:
+    choices = torch.as_tensor(kernel_range, device=_CPU)
+    return choices[torch.randint(len(choices), (n,), generator=gen, device=_CPU)]
+
+
 def _normalise(k: torch.Tensor) -> torch.Tensor:
     return k / k.sum(dim=(-2, -1), keepdim=True)
 
@@ -131,9 +136,9 @@ def sample_blur_kernels(
     unknown = [k for k in kernel_list if k not in KERNEL_TYPES]
     if unknown:
         raise ValueError(f"unknown kernel types {unknown}; choose from {KERNEL_TYPES}")
-    sizes = torch.as_tensor(kernel_range)[torch.randint(len(kernel_range), (n,), generator=gen)]
+    sizes = _pick_sizes(kernel_range, n, gen)
     kinds_local = rng.choice(gen, kernel_prob, n)
-    kinds = torch.as_tensor([KERNEL_TYPES.index(k) for k in kernel_list])[kinds_local]
+    kinds = torch.as_tensor([KERNEL_TYPES.index(k) for k in kernel_list], device=_CPU)[kinds_local]
     sx = rng.uniform(gen, sigma_range[0], sigma_range[1], n)
     sy = rng.uniform(gen, sigma_range[0], sigma_range[1], n)
     theta = rng.uniform(gen, rotation_range[0], rotation_range[1], n)
@@ -159,18 +164,21 @@ def sample_final_sinc(
     pad_to: int = 21,
 ) -> torch.Tensor:
     """The last-stage filter: a sinc (ω ~ U[π/3, π]) with probability ``prob``, else the identity."""
-    sizes = torch.as_tensor(kernel_range)[torch.randint(len(kernel_range), (n,), generator=gen)]
+    sizes = _pick_sizes(kernel_range, n, gen)
     omega = rng.uniform(gen, math.pi / 3, math.pi, n)
     use = rng.bernoulli(gen, prob, n)
     return torch.where(use[:, None, None], sinc_kernels(sizes, omega, pad_to), delta_kernels(n, pad_to))
 
 
+def _f64(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64, device=_CPU)
+
+
 def gaussian_kernel(size: int, sigma: float, device: torch.device | None = None) -> torch.Tensor:
     """One isotropic (size, size) float32 Gaussian on ``device``."""
     k = gaussian_family_kernels(
-        torch.tensor([size]), torch.tensor([0]), torch.tensor([sigma], dtype=torch.float64),
-        torch.tensor([sigma], dtype=torch.float64), torch.zeros(1, dtype=torch.float64),
-        torch.ones(1, dtype=torch.float64), size,
+        torch.tensor([size], device=_CPU), torch.tensor([0], device=_CPU), _f64([sigma]), _f64([sigma]),
+        _f64([0.0]), _f64([1.0]), size,
     )[0]
     return k.to(device=device, dtype=torch.float32)
 

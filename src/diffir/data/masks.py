@@ -36,11 +36,13 @@ class IrregularMaskSpec:
     min_times: int = 1
     max_times: int = 5
 
-    def strokes(self, h: int, w: int, rs: np.random.Generator) -> list[tuple[int, int, int, int, int]]:
-        """Segments (x0, y0, x1, y1, brush width) of one mask."""
+    def strokes(self, h: int, w: int, rs: np.random.Generator) -> list[list[tuple[int, int, int, int, int]]]:
+        """Stroke groups of one mask, each a list of connected segments (x0, y0, x1, y1, brush width)."""
         out = []
         groups = int(rs.integers(self.min_times, self.max_times + 2))  # LaMa's off-by-one: up to max+1
         for i in range(groups):
+            group: list[tuple[int, int, int, int, int]] = []
+            out.append(group)
             x, y = int(rs.integers(w)), int(rs.integers(h))
             for _ in range(1 + int(rs.integers(5))):
                 angle = 0.01 + int(rs.integers(self.max_angle))
@@ -50,7 +52,7 @@ class IrregularMaskSpec:
                 width = 5 + int(rs.integers(self.max_width))
                 x1 = min(max(int(x + length * math.sin(angle)), 0), w)
                 y1 = min(max(int(y + length * math.cos(angle)), 0), h)
-                out.append((x, y, x1, y1, width))
+                group.append((x, y, x1, y1, width))
                 x, y = x1, y1
         return out
 
@@ -78,10 +80,10 @@ class BoxMaskSpec:
         return out
 
 
-def draw_strokes(h: int, w: int, strokes: list[tuple[int, int, int, int, int]]) -> np.ndarray:
+def draw_strokes(h: int, w: int, groups: list[list[tuple[int, int, int, int, int]]]) -> np.ndarray:
     """Rasterise thick segments with round caps (pixels within width/2 of the segment), like a brush."""
     mask = np.zeros((h, w), dtype=bool)
-    for x0, y0, x1, y1, width in strokes:
+    for x0, y0, x1, y1, width in (seg for group in groups for seg in group):
         r = width / 2
         xa, xb = max(0, int(min(x0, x1) - r)), min(w, int(max(x0, x1) + r) + 1)
         ya, yb = max(0, int(min(y0, y1) - r)), min(h, int(max(y0, y1) + r) + 1)

@@ -25,6 +25,7 @@ from diffir.data.matfile import MatFormatError, read_mat
 from diffir.errors import DiffIRError
 
 KERNEL_EXTENSIONS = (".png", ".mat")
+_CPU = torch.device("cpu")
 
 
 def _arrays(value) -> list[np.ndarray]:
@@ -68,12 +69,12 @@ def center_on_canvas(kernel: torch.Tensor, size: int) -> torch.Tensor:
     Mass falling outside the canvas is dropped and the result renormalised.
     """
     kh, kw = kernel.shape
-    ys = torch.arange(kh, dtype=torch.float64)
-    xs = torch.arange(kw, dtype=torch.float64)
+    ys = torch.arange(kh, dtype=torch.float64, device=_CPU)
+    xs = torch.arange(kw, dtype=torch.float64, device=_CPU)
     cy = int(round(float((kernel.sum(1) * ys).sum())))
     cx = int(round(float((kernel.sum(0) * xs).sum())))
     half = size // 2
-    canvas = torch.zeros(size, size, dtype=torch.float64)
+    canvas = torch.zeros(size, size, dtype=torch.float64, device=_CPU)
     # canvas[i, j] = kernel[i - half + cy, j - half + cx]
     y0, x0 = max(0, half - cy), max(0, half - cx)
     y1, x1 = min(size, half - cy + kh), min(size, half - cx + kw)
@@ -97,16 +98,16 @@ def random_trajectory_kernels(
     g = generator
 
     def u(*shape):
-        return torch.rand(*shape, generator=g, dtype=torch.float64)
+        return torch.rand(*shape, generator=g, dtype=torch.float64, device=_CPU)
 
     angle = 2 * math.pi * u(n)
     vel = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # unit speed per step
     jitter = u(n)[:, None]
     pull = 0.7 * u(n)[:, None]
     shake_p = 0.05 * u(n)
-    pos = torch.zeros(n, steps, 2, dtype=torch.float64)
+    pos = torch.zeros(n, steps, 2, dtype=torch.float64, device=_CPU)
     for t in range(1, steps):
-        noise = torch.randn(n, 2, generator=g, dtype=torch.float64)
+        noise = torch.randn(n, 2, generator=g, dtype=torch.float64, device=_CPU)
         # the centripetal term is relative to the path scale so it bends rather than stops the motion
         dv = jitter * noise - pull * pos[:, t - 1] / steps * 4
         shake = (u(n) < shake_p)[:, None]
@@ -135,7 +136,7 @@ def random_trajectory_kernels(
     x, y = pos[..., 0], pos[..., 1]
     x0, y0 = x.floor(), y.floor()
     fx, fy = x - x0, y - y0
-    canvas = torch.zeros(n, size * size, dtype=torch.float64)
+    canvas = torch.zeros(n, size * size, dtype=torch.float64, device=_CPU)
     for dy, dx, w in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
         xi = (x0 + dx).clamp(0, size - 1).long()
         yi = (y0 + dy).clamp(0, size - 1).long()

@@ -67,12 +67,16 @@ def cut_batch(
     tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     ref = tensors.get("gt", next(iter(tensors.values())))
     n = ref.shape[0]
-    keep = torch.randperm(n, generator=gen)[:batch_size].sort().values if batch_size < n else torch.arange(n)
+    keep = torch.arange(n, device="cpu")
+    if batch_size < n:
+        keep = torch.randperm(n, generator=gen, device="cpu")[:batch_size].sort().values
     crop = ref.dim() >= 3 and patch_size < min(ref.shape[-2:])
     top = left = 0
     if crop:
-        top = int((ref.shape[-2] - patch_size) * float(rng.uniform(gen, 0, 1, 1)))
-        left = int((ref.shape[-1] - patch_size) * float(rng.uniform(gen, 0, 1, 1)))
+        # top = ⌊(P − p)·U⌋ on a grid of the largest scale factor, so scaled keys are cut at the same place
+        step = max(scales.values(), default=1)
+        top = step * int((ref.shape[-2] - patch_size) // step * float(rng.uniform(gen, 0, 1, 1)))
+        left = step * int((ref.shape[-1] - patch_size) // step * float(rng.uniform(gen, 0, 1, 1)))
     out: dict = {}
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):

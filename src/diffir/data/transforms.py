@@ -10,7 +10,7 @@ def rand_int(high: int, generator: torch.Generator | None = None) -> int:
     """Uniform integer in [0, high) from torch's RNG (so DataLoader worker seeding controls it)."""
     if high <= 1:
         return 0
-    return int(torch.randint(high, (1,), generator=generator).item())
+    return int(torch.randint(high, (1,), generator=generator, device="cpu").item())
 
 
 def pad_to_min_size(img: torch.Tensor, min_h: int, min_w: int) -> torch.Tensor:

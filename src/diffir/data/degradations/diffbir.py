@@ -78,7 +78,7 @@ class DiffBIRDegradation(Degradation):
 
         x = separable_gaussian_blur(gt, sigma, self.blur_radius)
         x = resize(x, scaled_size(h, w, 1.0 / r), self.resize_mode)
-        x = gaussian_noise(x, delta, torch.zeros(b, dtype=torch.bool), dev_gen).clamp(0, 1)
+        x = gaussian_noise(x, delta, torch.zeros(b, dtype=torch.bool, device="cpu"), dev_gen).clamp(0, 1)
         x = jpeg_roundtrip(x, quality)
         x = resize(x, (h // self.scale, w // self.scale), self.resize_mode).clamp(0, 1)
         if self.quantize:

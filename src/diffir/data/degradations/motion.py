@@ -61,9 +61,9 @@ class MotionBlurDegradation(Degradation):
                 picks.append(traj[t])
                 t += 1
                 continue
-            k = self.bank[int(torch.randint(len(self.bank), (1,), generator=gen).item())]
+            k = self.bank[int(torch.randint(len(self.bank), (1,), generator=gen, device="cpu").item())]
             if self.augment_kernels:
-                flags = torch.randint(2, (3,), generator=gen).tolist()
+                flags = torch.randint(2, (3,), generator=gen, device="cpu").tolist()
                 k = k.flip(-1) if flags[0] else k
                 k = k.flip(-2) if flags[1] else k
                 k = k.transpose(0, 1) if flags[2] else k
@@ -86,7 +86,7 @@ class MotionBlurDegradation(Degradation):
         x = F.conv2d(x, weight.repeat_interleave(c, dim=0)[:, None], groups=b * c).reshape(b, c, h, w)
         noisy = rng.bernoulli(gen, self.noise_prob, b)
         sigma = rng.uniform(gen, *self.noise_range, b) / 255 * noisy
-        x = gaussian_noise(x, sigma, torch.zeros(b, dtype=torch.bool), dev_gen).clamp(0, 1)
+        x = gaussian_noise(x, sigma, torch.zeros(b, dtype=torch.bool, device="cpu"), dev_gen).clamp(0, 1)
         if self.quantize:
             x = torch.round(x * 255) / 255
         return {"lq": x.contiguous(), "gt": gt, "kernel": kernels.to(device=gt.device, dtype=gt.dtype)}

@@ -48,7 +48,7 @@ class USMSharp(torch.nn.Module):
 
 
 def _choose(gen: torch.Generator, options: Sequence[str]) -> str:
-    return options[int(torch.randint(len(options), (1,), generator=gen).item())]
+    return options[int(torch.randint(len(options), (1,), generator=gen, device="cpu").item())]
 
 
 class RealESRGANDegradation(Degradation):
@@ -228,7 +228,7 @@ class TrainingPairPool:
             self.filled += b
             return batch
         gen = rng.param_generator(generator)
-        order = torch.randperm(self.pool_size, generator=gen).to(batch[keys[0]].device)
+        order = torch.randperm(self.pool_size, generator=gen, device="cpu").to(batch[keys[0]].device)
         out = dict(batch)
         for k in keys:
             self.store[k] = self.store[k][order]
@@ -237,7 +237,7 @@ class TrainingPairPool:
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"filled": torch.tensor(self.filled), **{f"store.{k}": v for k, v in self.store.items()}}
+        return {"filled": torch.tensor(self.filled, device="cpu"), **{f"store.{k}": v for k, v in self.store.items()}}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.filled = int(state["filled"])
