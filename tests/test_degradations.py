@@ -206,3 +206,12 @@ def test_unknown_degradation_name():
         build_degradation("realesrgan_4x")
     with pytest.raises(ConfigError, match="bad options"):
         build_degradation("bicubic_x4", sigma=3)
+
+
+def test_levin_v73_kernels_with_h5py():
+    pytest.importorskip("h5py")
+    from diffir.data.matfile import read_mat
+
+    cells = read_mat(require_shared("data", "deblur", "kernels", "Levin09.mat"))["kernels"].ravel()
+    assert [c.shape[0] for c in cells] == [19, 17, 15, 27, 13, 21, 23, 23]
+    assert all(abs(c.sum() - 1) < 1e-9 for c in cells)
