@@ -183,9 +183,17 @@ class FID:
     def features(self, images: torch.Tensor) -> np.ndarray:
         return self.net(images.to(self.device, torch.float32)).double().cpu().numpy()
 
-    def add(self, restored: torch.Tensor, gt: torch.Tensor) -> None:
+    def add(self, restored: torch.Tensor, gt: torch.Tensor | None) -> None:
+        """Accumulate a batch; ``gt=None`` when the reference features were already added (shared set)."""
         self.fake.append(self.features(restored))
-        self.real.append(self.features(gt))
+        if gt is not None:
+            self.real.append(self.features(gt))
+
+    def fork(self) -> FID:
+        """A new accumulator sharing the network and the *same* list of reference (GT) features."""
+        other = FID.__new__(FID)
+        other.net, other.device, other.fake, other.real = self.net, self.device, [], self.real
+        return other
 
     def compute(self) -> float:
         fake, real = np.concatenate(self.fake), np.concatenate(self.real)

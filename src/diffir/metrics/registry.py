@@ -112,8 +112,13 @@ class _SetMetric:
     def __init__(self, spec: MetricSpec, impl: Any, device: str) -> None:
         self.spec, self.impl, self.device = spec, impl, device
 
-    def add(self, restored: np.ndarray, gt: np.ndarray) -> None:
-        self.impl.add(_to_tensor(restored, self.device), _to_tensor(gt, self.device))
+    def add(self, restored: np.ndarray, gt: np.ndarray | None) -> None:
+        """``gt=None``: the reference set is shared with the instance this one was forked from."""
+        self.impl.add(_to_tensor(restored, self.device), None if gt is None else _to_tensor(gt, self.device))
+
+    def fork(self) -> _SetMetric:
+        """A fresh accumulator (e.g. for another method) sharing the network and the reference features."""
+        return _SetMetric(self.spec, self.impl.fork(), self.device)
 
     def compute(self) -> float:
         return float(self.impl.compute())

@@ -21,15 +21,15 @@ __all__ = ["MissingWeightsError", "asset_path", "find_weights", "load_state_dict
 BACKBONE_FILES: dict[str, tuple[tuple[str, ...], str]] = {
     "alexnet": (
         ("alexnet*.pth", "alexnet*.safetensors"),
-        "torchvision's AlexNet ImageNet weights (alexnet-owt-7be5be79.pth)",
+        "torchvision's AlexNet ImageNet weights (alexnet-owt-7be5be79.pth; diffir eval --alexnet PATH)",
     ),
     "vgg16": (
         ("vgg16-*.pth", "vgg16.pth", "vgg16*.safetensors"),
-        "torchvision's VGG16 ImageNet weights (vgg16-397923af.pth)",
+        "torchvision's VGG16 ImageNet weights (vgg16-397923af.pth; diffir eval --vgg16 PATH)",
     ),
     "inception_fid": (
         ("pt_inception-2015-12-05*.pth", "inception_fid*.pth", "inception_fid*.safetensors"),
-        "pytorch-fid's FID Inception weights (pt_inception-2015-12-05-6726825d.pth)",
+        "pytorch-fid's FID Inception weights (pt_inception-2015-12-05-6726825d.pth; diffir eval --inception PATH)",
     ),
 }
 
@@ -63,7 +63,7 @@ def find_weights(backbone: str, path: str | os.PathLike | None = None, metric: s
             return hits[0]
     raise MissingWeightsError(
         f"{who}needs {origin}; diffir never downloads weights. Put the file in {folder} "
-        f"(or set DIFFIR_METRIC_WEIGHTS) or pass its path explicitly"
+        f"(or set DIFFIR_METRIC_WEIGHTS)"
     )
 
 

@@ -1,0 +1,101 @@
+"""``diffir eval``: metrics, baseline rows, markdown/CSV tables and comparison grids on a benchmark folder.
+
+    diffir eval --model diffir_sr_x4.safetensors --data Set14 --degrade bicubic_x4 -o results/set14
+    diffir eval --model realsr_x4.safetensors --data RealSR            # HR/ + LR/ pairs
+    diffir eval --model deblur.safetensors --data real_pairs           # sharp/ + blur/ pairs
+    diffir eval --model inpaint.safetensors --data celeba_hq_256 --degrade mask_thick
+    diffir eval --task sr --data Set5 --degrade bicubic_x4             # baselines only, no model
+    diffir eval --curves experiments/run1 -o plots/                     # training curves (needs [plots])
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("what to evaluate")
+    src.add_argument("--model", "-m", help="DiffIR S2 checkpoint (.safetensors/.pth) or model name; "
+                     "omit to evaluate the baselines only")  # fmt: skip
+    src.add_argument("--data", "-d", type=Path, help="benchmark folder (HR/+LR_bicubic/, HR/+LR/, sharp/+blur/, "
+                     "images/+masks/, or a GT-only folder with --degrade)")  # fmt: skip
+    src.add_argument("--gt", type=Path, help="explicit GT folder (instead of --data)")
+    src.add_argument("--lq", type=Path, help="explicit LQ folder paired with --gt by file name")
+    src.add_argument("--masks", type=Path, help="explicit mask folder paired with --gt (inpainting)")
+    src.add_argument("--degrade", help="synthesise LQ from GT: bicubic_x2|x3|x4, mask_thick|mask_thin|mask_medium"
+                     "|mask_thick_512|mask_thin_512, or any diffir.data degradation name")  # fmt: skip
+    src.add_argument("--mask-hole", choices=["white", "black"], default="white",
+                     help="which mask value marks the hole (MAT masks: black) [white]")  # fmt: skip
+    src.add_argument("--task", choices=["sr", "deblur", "inpaint"], help="task when no --model is given")
+    src.add_argument("--scale", type=int, help="SR scale when no --model is given")
+    src.add_argument("--limit", type=int, help="evaluate only the first N images")
+
+    met = parser.add_argument_group("metrics")
+    met.add_argument("--metrics", help="comma list of psnr,ssim,lpips,lpips_vgg,dists,niqe,fid "
+                     "[psnr,ssim,lpips; +fid for inpainting]")  # fmt: skip
+    met.add_argument("--crop-border", type=int, help="pixels removed per side [scale for SR, else 0]")
+    chan = met.add_mutually_exclusive_group()
+    chan.add_argument("--y-channel", dest="y_channel", action="store_true", default=None,
+                      help="PSNR/SSIM on MATLAB Y [default for SR]")  # fmt: skip
+    chan.add_argument("--rgb", dest="y_channel", action="store_false", help="PSNR/SSIM on RGB [default otherwise]")
+    met.add_argument("--alexnet", help="torchvision AlexNet weights for LPIPS (alexnet-owt-7be5be79.pth)")
+    met.add_argument("--vgg16", help="torchvision VGG16 weights for LPIPS-VGG/DISTS (vgg16-397923af.pth)")
+    met.add_argument("--inception", help="pytorch-fid Inception weights for FID (pt_inception-2015-12-05-*.pth)")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", "-o", type=Path, help="output folder [results/<data name>]")
+    out.add_argument("--save-images", action="store_true", help="also write every method's full outputs")
+    out.add_argument("--no-grids", action="store_true", help="do not write comparison crops")
+    out.add_argument("--grid-crop", type=int, default=128, help="crop side of the comparison grids [128]")
+    out.add_argument("--no-baselines", action="store_true", help="only the model row")
+    out.add_argument("--label", help="name of the model row [checkpoint file name]")
+    out.add_argument("--curves", nargs="+", type=Path, metavar="RUN_DIR",
+                     help="plot training curves of these runs (log.jsonl/val.jsonl/TensorBoard) and exit")  # fmt: skip
+    out.add_argument("--macs-plot", action="store_true",
+                     help="also plot PSNR vs MACs with the paper's published points (SR/deblur)")  # fmt: skip
+
+    run_g = parser.add_argument_group("running the model")
+    run_g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, auto [cpu]")
+    run_g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    run_g.add_argument("--tile", default="auto", help="LQ tile size, 0 = whole image, auto [auto]")
+    run_g.add_argument("--seed", type=int, default=0, help="seed of the IPR noise and synthetic degradations [0]")
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffir.errors import ConfigError
+
+    if args.curves:
+        from diffir.evaluation.plots import plot_training_curves
+
+        out = args.output or Path("results") / "curves"
+        for path in plot_training_curves(args.curves, out):
+            print(f"wrote {path}")
+        return 0
+    if args.data is None and args.gt is None:
+        raise ConfigError("give --data DIR (or --gt DIR), or --curves RUN_DIR")
+
+    from diffir.evaluation import EvalOptions, evaluate
+
+    tile = args.tile if args.tile == "auto" else int(args.tile)
+    weights = {k: v for k, v in (("alexnet", args.alexnet), ("vgg16", args.vgg16),
+                                 ("inception_fid", args.inception)) if v}  # fmt: skip
+    opts = EvalOptions(
+        metrics=[m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None,
+        degrade=args.degrade, task=args.task, scale=args.scale, crop_border=args.crop_border,
+        y_channel=args.y_channel, seed=args.seed, limit=args.limit, save_images=args.save_images,
+        grids=not args.no_grids, grid_crop=args.grid_crop, baselines=not args.no_baselines,
+        mask_hole=args.mask_hole, lq_dir=args.lq, gt_dir=args.gt, mask_dir=args.masks, weights=weights,
+        device=args.device, tile=tile, precision=args.precision, model_label=args.label,
+    )  # fmt: skip
+    name = (args.data or args.gt).name
+    out = args.output or Path("results") / name
+    result = evaluate(args.data, out, model=args.model, options=opts)
+    from diffir.evaluation.report import markdown_table
+
+    print(markdown_table(result))
+    if args.macs_plot and args.model:
+        from diffir.evaluation.plots import plot_psnr_vs_macs
+
+        print(f"wrote {plot_psnr_vs_macs(result, args.model, out)}")
+    return 0
