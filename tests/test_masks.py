@@ -63,7 +63,7 @@ def test_mask_tensor_binary_shape_and_deterministic(seed, size):
     m = gen(*size, torch.Generator().manual_seed(seed))
     assert m.shape == (1, *size) and m.dtype == torch.float32
     assert set(torch.unique(m).tolist()) <= {0.0, 1.0}
-    assert 0 < m.mean() < 1
+    assert 0 < m.mean() <= 1  # training masks have no area cap; small images can be fully covered
     assert torch.equal(m, gen(*size, torch.Generator().manual_seed(seed)))
 
 

@@ -183,11 +183,13 @@ def gaussian_kernel(size: int, sigma: float, device: torch.device | None = None)
     return k.to(device=device, dtype=torch.float32)
 
 
-def filter2d(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+def filter2d(x: torch.Tensor, kernels: torch.Tensor, fft_above: int = 15 * 15) -> torch.Tensor:
     """Filter (B, C, H, W) with one (k, k) kernel or one kernel per image (B, k, k); same-size output.
 
     Cross-correlation with reflected borders (replicated when the image is smaller than the kernel
-    radius), done as a single grouped convolution so the whole batch is one kernel launch.
+    radius).  Small kernels run as one grouped convolution; kernels with more than ``fft_above`` taps go
+    through the FFT, which is several times faster for 21×21 Real-ESRGAN kernels on CPU and for
+    large motion kernels (results agree to float rounding).
     """
     b, c, h, w = x.shape
     kernels = kernels.to(device=x.device, dtype=x.dtype)
@@ -197,6 +199,18 @@ def filter2d(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     ph, pw = kh // 2, kw // 2
     mode = "reflect" if ph < h and pw < w else "replicate"
     padded = F.pad(x, (pw, kw - 1 - pw, ph, kh - 1 - ph), mode=mode)
+    if kh * kw > fft_above:
+        return _fft_correlate(padded, kernels, h, w)
     weight = kernels.repeat_interleave(c, dim=0)[:, None]  # (B*C, 1, kh, kw)
     out = F.conv2d(padded.reshape(1, b * c, *padded.shape[-2:]), weight, groups=b * c)
     return out.reshape(b, c, h, w)
+
+
+def _fft_correlate(padded: torch.Tensor, kernels: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Valid cross-correlation of padded (B, C, H+kh-1, W+kw-1) images with per-image kernels via rFFT."""
+    kh, kw = kernels.shape[-2:]
+    size = padded.shape[-2:]
+    # correlation = convolution with the flipped kernel; the valid part of the circular result starts at k-1
+    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernels.flip(-2, -1), s=size)[:, None]
+    out = torch.fft.irfft2(spectrum, s=size)
+    return out[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w].contiguous()

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from diffir.data import rng
 from diffir.data.degradations.base import Degradation
+from diffir.data.kernels import filter2d
 from diffir.data.motion import center_on_canvas, load_kernels, random_trajectory_kernels
 from diffir.data.noise import gaussian_noise
 
@@ -78,12 +78,8 @@ class MotionBlurDegradation(Degradation):
         dev_gen = rng.device_generator(gen, gt.device)
         b, c, h, w = gt.shape
         kernels = self.sample_kernels(b, gen)
-        size = kernels.shape[-1]
-        weight = kernels.flip(-2, -1).to(device=gt.device, dtype=gt.dtype)  # flip: convolution, not correlation
-        pad = size // 2
-        mode = "reflect" if pad < h and pad < w else "replicate"
-        x = F.pad(gt, (pad, pad, pad, pad), mode=mode).reshape(1, b * c, h + 2 * pad, w + 2 * pad)
-        x = F.conv2d(x, weight.repeat_interleave(c, dim=0)[:, None], groups=b * c).reshape(b, c, h, w)
+        # flipped: a point-spread function is applied by convolution, filter2d correlates
+        x = filter2d(gt, kernels.flip(-2, -1))
         noisy = rng.bernoulli(gen, self.noise_prob, b)
         sigma = rng.uniform(gen, *self.noise_range, b) / 255 * noisy
         x = gaussian_noise(x, sigma, torch.zeros(b, dtype=torch.bool, device="cpu"), dev_gen).clamp(0, 1)
