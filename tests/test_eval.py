@@ -1,0 +1,192 @@
+"""``diffir eval``: layouts, degradations, baselines, reports, grids, skipped metrics, CLI (tiny random models)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import diffir
+from conftest import require_shared, tiny_model
+from diffir.cli import main
+from diffir.errors import ConfigError
+from diffir.evaluation import EvalOptions, evaluate
+from diffir.evaluation.fill import harmonic_fill
+from diffir.evaluation.grids import choose_crop
+from diffir.evaluation.items import detect_layout, pair_files
+from diffir.metrics import calculate_psnr
+
+
+def _pattern(h: int, w: int, phase: float = 0.0) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([128 + 90 * np.sin(x / (4 + c) + phase) * np.cos(y / (5 + c)) for c in range(3)], -1)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _write(folder, name, img):
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(folder / name)
+
+
+@pytest.fixture
+def sr_model_file(tmp_path):
+    return diffir.save_model(tiny_model("diffir_sr_x4_s2"), tmp_path / "tiny_sr_x4.safetensors")
+
+
+def _read_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_gt_only_bicubic_with_model_writes_tables_and_grids(tmp_path, sr_model_file):
+    data = tmp_path / "mini"
+    _write(data, "a.png", _pattern(42, 37))  # not a multiple of 4: GT is cropped to 40x36
+    _write(data, "b.png", _pattern(36, 44, 1.0))
+    out = tmp_path / "out"
+    opts = EvalOptions(degrade="bicubic_x4", metrics=["psnr", "ssim"], save_images=True, grid_crop=32)
+    result = evaluate(data, out, model=sr_model_file, options=opts)
+    assert result.methods == ["bicubic", "lanczos", "tiny_sr_x4"]
+    rows = _read_rows(out / "per_image.csv")
+    assert len(rows) == 6 and {r["method"] for r in rows} == set(result.methods)
+    summary = {r["method"]: r for r in _read_rows(out / "summary.csv")}
+    bic = [float(r["psnr"]) for r in rows if r["method"] == "bicubic"]
+    assert float(summary["bicubic"]["psnr"]) == pytest.approx(np.mean(bic), abs=1e-5)
+    md = (out / "results.md").read_text()
+    assert "| bicubic |" in md and "| tiny_sr_x4 |" in md and "PSNR ↑" in md and "Y (MATLAB rgb2ycbcr)" in md
+    assert "crop_border = 4" in md
+    assert Image.open(out / "grids" / "a.png").size[0] > 5 * 32  # input, 2 baselines, model, GT at zoom 2
+    assert Image.open(out / "images" / "tiny_sr_x4" / "a.png").size == (36, 40)
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["higher_is_better"] == {"psnr": True, "ssim": True} and payload["images"] == 2
+
+
+def test_bicubic_row_matches_direct_computation(tmp_path):
+    data = tmp_path / "one"
+    gt = _pattern(48, 40)
+    _write(data, "x.png", gt)
+    result = evaluate(data, tmp_path / "o", options=EvalOptions(degrade="bicubic_x4", metrics=["psnr"], grids=False))
+    from diffir.data.imresize import imresize
+
+    expect = calculate_psnr(imresize(imresize(gt, 1 / 4), 4), gt, 4, test_y_channel=True)
+    assert result.means()["bicubic"]["psnr"] == pytest.approx(expect, abs=1e-9)
+
+
+def test_set5_bicubic_x4_baseline_is_the_published_number(tmp_path):
+    root = require_shared("data", "sr", "Set5")
+    paired = evaluate(root, tmp_path / "p", options=EvalOptions(task="sr", scale=4, metrics=["psnr", "ssim"],
+                                                                grids=False))
+    synth = evaluate(root, tmp_path / "s", options=EvalOptions(degrade="bicubic_x4", metrics=["psnr", "ssim"],
+                                                               grids=False))
+    for res in (paired, synth):  # LR_bicubic/X4 files and our on-the-fly LR agree: imresize is bit-exact
+        assert res.means()["bicubic"]["psnr"] == pytest.approx(28.43, abs=0.01)  # published: 28.42
+        assert res.means()["bicubic"]["ssim"] == pytest.approx(0.8111, abs=0.0005)  # published: 0.8104
+    assert paired.means() == synth.means()
+
+
+def test_layout_detection_and_name_matching(tmp_path):
+    root = tmp_path / "set"
+    _write(root / "HR", "baby.png", _pattern(16, 16))
+    _write(root / "LR_bicubic" / "X4", "babyx4.png", _pattern(4, 4))
+    layout = detect_layout(root, scale=4)
+    assert layout.kind == "paired" and layout.lq_dir.name == "X4"
+    assert pair_files(layout)[0].lq.name == "babyx4.png"
+    with pytest.raises(ConfigError, match="X2"):
+        detect_layout(root, scale=2)
+    assert detect_layout(root, scale=4, degrade="bicubic_x4").kind == "gt_only"
+    blur = tmp_path / "blur_set"
+    _write(blur / "sharp", "f.png", _pattern(8, 8))
+    _write(blur / "blur", "f.png", _pattern(8, 8))
+    assert detect_layout(blur).description == "sharp/ + blur/"
+    real = tmp_path / "realsr"
+    _write(real / "HR", "Canon_001_LR4.png", _pattern(8, 8))
+    _write(real / "LR", "Canon_001_LR4.png", _pattern(2, 2))
+    assert pair_files(detect_layout(real, scale=4))[0].lq.parent.name == "LR"
+    _write(real / "LR", "Canon_002_LR4.png", _pattern(2, 2))
+    _write(real / "HR", "Canon_003_LR4.png", _pattern(8, 8))
+    with pytest.raises(ConfigError, match="no LQ image matching Canon_003"):
+        pair_files(detect_layout(real, scale=4))
+
+
+def test_deblur_pairs_with_size_mismatch_are_cropped_and_noted(tmp_path):
+    model = diffir.save_model(tiny_model("diffir_deblur_s2"), tmp_path / "deblur.safetensors")
+    root = tmp_path / "pairs"
+    sharp = _pattern(34, 40)
+    _write(root / "sharp", "p.png", sharp)
+    _write(root / "blur", "p.png", _pattern(32, 40, 0.2))  # 2 rows shorter, like DeblurGAN_test1
+    result = evaluate(root, tmp_path / "o", model=model, options=EvalOptions(metrics=["psnr", "ssim"], grids=False))
+    assert result.methods == ["input", "deblur"] and result.conventions["channel"] == "RGB"
+    row = next(r for r in result.rows if r["method"] == "input")
+    assert row["psnr"] == pytest.approx(calculate_psnr(_pattern(32, 40, 0.2), sharp[:32], 0))
+    assert "top-left overlap" in row["notes"]
+
+
+def test_inpainting_masks_fill_baseline_and_model_keep_known_pixels(tmp_path):
+    model = diffir.save_model(tiny_model("diffir_inpaint_celeba_s2"), tmp_path / "inp.safetensors")
+    root = tmp_path / "fixtures"
+    img = _pattern(32, 32)
+    mask = np.full((32, 32), 255, np.uint8)
+    mask[8:20, 10:24] = 0  # MAT convention: black = hole
+    _write(root / "images", "t.png", img)
+    _write(root / "masks", "t.png", mask)
+    out = tmp_path / "o"
+    result = evaluate(root, out, model=model, options=EvalOptions(mask_hole="black", metrics=["psnr"],
+                                                                  save_images=True, grid_crop=16))
+    assert result.task == "inpaint" and result.methods == ["harmonic fill", "inp"]
+    hole = mask == 0
+    for method in result.methods:
+        restored = np.array(Image.open(out / "images" / method.replace(" ", "_") / "t.png"))
+        assert np.array_equal(restored[~hole], img[~hole]), method
+    assert (out / "grids" / "t.png").exists()
+    # GT-only folder + LaMa evaluation masks, deterministic per seed
+    faces = tmp_path / "faces"
+    _write(faces, "f.png", _pattern(64, 64))
+    r1 = evaluate(faces, tmp_path / "m1", model=model, options=EvalOptions(degrade="mask_thick", metrics=["psnr"]))
+    r2 = evaluate(faces, tmp_path / "m2", model=model, options=EvalOptions(degrade="mask_thick", metrics=["psnr"]))
+    assert r1.means() == r2.means()
+
+
+def test_harmonic_fill_is_exact_on_linear_ramps():
+    y, x = np.mgrid[0:64, 0:64]
+    ramp = np.stack([2 * x + y, 3 * y, 100 + x], -1).astype(np.uint8)
+    hole = np.zeros((64, 64), bool)
+    hole[10:50, 5:40] = True
+    filled = harmonic_fill(ramp, hole, iterations=400)
+    assert np.abs(filled.astype(int) - ramp.astype(int)).max() <= 2
+    assert np.array_equal(filled[~hole], ramp[~hole])
+
+
+def test_grid_crop_is_chosen_on_gt_detail():
+    gt = np.full((64, 64, 3), 120, np.uint8)
+    gt[40:60, 36:60] = _pattern(20, 24)
+    top, left, side = choose_crop(gt, 24)
+    assert side == 24 and 30 <= top <= 44 and 28 <= left <= 40
+
+
+def test_missing_weights_metric_is_skipped_with_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFIR_METRIC_WEIGHTS", str(tmp_path / "none"))
+    data = tmp_path / "d"
+    _write(data, "a.png", _pattern(32, 32))
+    out = tmp_path / "o"
+    result = evaluate(data, out, options=EvalOptions(degrade="bicubic_x2", metrics=["psnr", "lpips", "fid"],
+                                                     grids=False), log=lambda msg: None)
+    assert set(result.skipped) == {"lpips", "fid"}
+    md = (out / "results.md").read_text()
+    assert "**lpips skipped**" in md and "AlexNet" in md and "LPIPS" not in md.split("\n")[2]
+    assert "lpips" not in _read_rows(out / "per_image.csv")[0]
+
+
+def test_cli_eval_and_errors(tmp_path, capsys, sr_model_file):
+    data = tmp_path / "d"
+    _write(data, "a.png", _pattern(32, 32))
+    rc = main(["eval", "--model", str(sr_model_file), "--data", str(data), "--degrade", "bicubic_x4",
+               "--metrics", "psnr,ssim", "-o", str(tmp_path / "o"), "--label", "diffir"])  # fmt: skip
+    assert rc == 0
+    assert "| diffir |" in capsys.readouterr().out
+    assert main(["eval", "--data", str(data), "--degrade", "bicubic_x2", "--model", str(sr_model_file),
+                 "-o", str(tmp_path / "o2")]) == 2  # x2 degradation for a x4 model  # fmt: skip
+    assert "does not fit" in capsys.readouterr().err
+    assert main(["eval", "--data", str(data), "--task", "sr", "-o", str(tmp_path / "o3")]) == 2  # GT only
+    assert "--degrade" in capsys.readouterr().err
