@@ -111,8 +111,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny random nets (fast, less meaningful)")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, models: "
           f"{'tiny' if args.tiny else 'official size'}, random weights (seed 0)")
     print(f"{'case':8} {'strategy':12} {'max':>7} {'mean':>7}   body |whole-LQ| mean   time")

@@ -71,8 +71,8 @@ def load_inference_model(spec: str | os.PathLike | nn.Module) -> nn.Module:
 
         model = load_model(resolve_model_path(spec))
     config = getattr(model, "config", None)
+    if config is not None and config.stage == 1:
+        raise DiffIRError("this is a stage-1 (S1) model, which needs the ground truth; restore with a stage-2 model")
     if config is None or not hasattr(model, "estimate_ipr"):
         raise DiffIRError(f"{type(model).__name__} is not a stage-2 DiffIR model (DiffIRS2)")
-    if config.stage != 2:
-        raise DiffIRError("this is a stage-1 (S1) model, which needs the ground truth; restore with a stage-2 model")
     return model.eval()

@@ -1,0 +1,138 @@
+"""``diffir restore -i IN -o OUT``: restore files, a folder or a glob with any stage-2 model (task from the model).
+
+One bad file (unreadable, truncated, not an image, wrong-size mask) prints one line and the run goes on; the
+exit status is 1 if any file failed.  Results are written atomically, so there is never a partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+DEFAULT_MODEL = "diffir_realsr_x4_s2"
+
+
+def _tile(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size in pixels, 0 or 'auto', got {value!r}") from None
+    if size < 0:
+        raise argparse.ArgumentTypeError("tile size must be >= 0")
+    return size
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--input", required=True, metavar="FILE|DIR|GLOB",
+                   help="an image, a folder (every file in it) or a quoted glob such as 'photos/*.jpg'")
+    p.add_argument("-o", "--output", default="results", metavar="DIR", help="output folder (default: results)")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
+                   help="stage-2 checkpoint path, or a name looked up as NAME.safetensors/.pth in $DIFFIR_MODELS "
+                        f"(default ~/.cache/diffir/models); default: {DEFAULT_MODEL}")
+    p.add_argument("--mask", metavar="FILE|DIR",
+                   help="inpainting masks (white = hole): one file for all images, or a folder holding "
+                        "<name>.png / <name>_mask.png per image")
+    p.add_argument("-s", "--outscale", type=float, default=None, metavar="F",
+                   help="final upscaling of the input (e.g. 3.5 with a x4 model; bicubic); default: the model's")
+    p.add_argument("-t", "--tile", type=_tile, default="auto", metavar="N|auto",
+                   help="tile size in input pixels; 0 = whole image; auto (default) tiles large images only")
+    p.add_argument("--tile-overlap", type=int, default=32, metavar="N",
+                   help="overlap between tiles, blended smoothly (default: 32)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="compute precision (default fp32); NaN/Inf in bf16/fp16 falls back to fp32 with a warning")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the stochastic IPR sampling (default 0: reproducible); negative = random")
+    p.add_argument("--suffix", default="out", help="output name is <name>_<suffix>.<ext> (default: out; '' = none)")
+    p.add_argument("--ext", choices=("auto", "png", "jpg", "webp", "tif"), default="auto",
+                   help="output format; auto keeps the input's (default)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="tiles per forward pass (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    p.add_argument("--max-pixels", type=int, default=100_000_000, metavar="N",
+                   help="refuse images larger than N pixels (decompression-bomb guard; 0 = no limit)")
+    p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default: 95)")
+    p.add_argument("--mask-threshold", type=float, default=0.5, metavar="T",
+                   help="mask values above T (0..1) are holes (default: 0.5)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from diffir.errors import DiffIRError
+    from diffir.io.images import read_image, write_image
+    from diffir.pipelines.files import check_writable, collect_inputs, find_mask, output_path
+    from diffir.pipelines.restorer import Restorer
+
+    inputs = collect_inputs(args.input)
+    out_dir = Path(args.output).expanduser()
+    check_writable(out_dir)
+    restorer = Restorer(
+        args.model, tile=args.tile, tile_overlap=args.tile_overlap, precision=args.precision, device=args.device,
+        seed=None if args.seed < 0 else args.seed, batch_size=args.batch_size, outscale=args.outscale,
+        mask_threshold=args.mask_threshold, progress=not args.quiet,
+    )
+    inpaint = restorer.task == "inpaint"
+    if inpaint and not args.mask:
+        raise DiffIRError("this is an inpainting model: give the masks with --mask FILE|DIR (white = hole)")
+    if args.mask and not inpaint:
+        raise DiffIRError(f"--mask given but the model does {restorer.task}, not inpainting")
+    mask_spec = Path(args.mask).expanduser() if args.mask else None
+    max_pixels = args.max_pixels or None
+
+    c = restorer.config
+    print(f"diffir restore: {len(inputs)} file(s), task {c.task}"
+          f"{f' x{c.scale}' if c.task == 'sr' else ''}, device {restorer.device}, {args.precision}, "
+          f"tile {args.tile}, seed {args.seed}", file=sys.stderr)
+    done, skipped, failed, claimed = 0, 0, 0, {}
+    start = time.perf_counter()
+    bar = tqdm(inputs, desc="images", unit="img", disable=args.quiet, file=sys.stderr)
+    for path in bar:
+        bar.set_postfix_str(path.name, refresh=False)
+        target = output_path(path, out_dir, args.suffix, args.ext)
+        if target.exists() and not args.overwrite and target not in claimed:
+            skipped += 1
+            continue
+        try:
+            record = read_image(path, max_pixels=max_pixels)
+            target = output_path(path, out_dir, args.suffix, args.ext, has_alpha=record.pixels.shape[2] in (2, 4))
+            if target in claimed:
+                raise DiffIRError(f"{path}: output {target.name} was already written for {claimed[target].name}; "
+                                  "use distinct names or --ext")
+            mask = None
+            if mask_spec is not None:
+                mask = read_image(find_mask(path, mask_spec), max_pixels=max_pixels).pixels
+            result = restorer.restore(record.pixels, mask=mask)
+            write_image(target, result, quality=args.quality, icc_profile=record.icc_profile)
+            claimed[target] = path
+            done += 1
+        except (DiffIRError, OSError, RuntimeError, MemoryError) as exc:
+            failed += 1
+            tqdm.write(f"diffir: error: {_one_line(exc, path)}", file=sys.stderr)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    parts = [f"{done} restored"]
+    if skipped:
+        parts.append(f"{skipped} skipped (output exists; --overwrite to redo)")
+    if failed:
+        parts.append(f"{failed} failed")
+    print(f"diffir restore: {', '.join(parts)} in {elapsed:.1f} s -> {out_dir}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _one_line(exc: BaseException, path) -> str:
+    from diffir.errors import DiffIRError
+
+    if isinstance(exc, MemoryError):
+        text = "out of memory; restore it with a smaller --tile"
+    elif isinstance(exc, DiffIRError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if text.startswith(str(path)) else f"{path}: {text}"
