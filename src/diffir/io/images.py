@@ -58,10 +58,11 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     path = Path(path)
     try:
         with _open(path, max_pixels) as im:
+            deep_colour = _is_16bit_colour(im)  # before getexif(), which may decode a PNG and drop im.tile
             orientation = _exif_orientation(im)
             icc = im.info.get("icc_profile")
             fmt = im.format or "PNG"
-            if _is_16bit_colour(im):
+            if deep_colour:
                 pixels = _read_with_cv2(path)
             else:
                 im.load()
