@@ -1,0 +1,116 @@
+"""``diffir restore`` end to end on real images with tiny random-weight models."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import diffir
+from conftest import require_shared, tiny_model
+from diffir.cli import main
+
+
+@pytest.fixture(scope="module")
+def sr_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny_sr.safetensors"
+    diffir.save_model(tiny_model("diffir_sr_x4_s2"), path)
+    return path
+
+
+def _crop_copy(src, dst, size: int = 32) -> None:
+    with Image.open(src) as im:
+        im.crop((0, 0, size, size)).save(dst)
+
+
+def _no_temp_files(folder) -> bool:
+    return not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_folder_with_bad_files_mixed_in(tmp_path, sr_weights, capsys) -> None:
+    lr = require_shared("data", "realsr", "RealSR", "LR")
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    for name in ("Canon_001_LR4.png", "Canon_002_LR4.png"):
+        _crop_copy(lr / name, inp / name)
+    (inp / "readme.txt").write_text("not an image")
+    good = (inp / "Canon_001_LR4.png").read_bytes()
+    (inp / "broken.png").write_bytes(good[: len(good) // 2])
+    code = main(["restore", "-i", str(inp), "-o", str(out), "-m", str(sr_weights), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["Canon_001_LR4_out.png", "Canon_002_LR4_out.png"]
+    assert Image.open(out / "Canon_001_LR4_out.png").size == (128, 128)
+    errors = [line for line in err.splitlines() if line.startswith("diffir: error:")]
+    assert len(errors) == 2 and any("readme.txt" in e for e in errors) and any("broken.png" in e for e in errors)
+    assert "2 restored" in err and "2 failed" in err
+    assert _no_temp_files(out)
+
+    # A second run skips what exists; --overwrite redoes it.
+    assert main(["restore", "-i", str(inp / "Canon_001_LR4.png"), "-o", str(out), "-m", str(sr_weights), "-q"]) == 0
+    assert "1 skipped" in capsys.readouterr().err
+    assert main(["restore", "-i", str(inp / "*.png"), "-o", str(out), "-m", str(sr_weights), "-q",
+                 "--overwrite", "--suffix", "", "--ext", "jpg", "-s", "2"]) == 1  # broken.png still fails
+    assert Image.open(out / "Canon_002_LR4.jpg").size == (64, 64)
+
+
+def test_bit_depth_gray_and_alpha_are_kept(tmp_path, sr_weights) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((12, 10)) * 65535).astype(np.uint16)).save(inp / "deep.png")
+    Image.fromarray((rng.random((12, 10)) * 255).astype(np.uint8)).save(inp / "gray.png")
+    Image.fromarray((rng.random((12, 10, 4)) * 255).astype(np.uint8), mode="RGBA").save(inp / "alpha.png")
+    assert main(["restore", "-i", str(inp), "-o", str(out), "-m", str(sr_weights), "-q"]) == 0
+    deep, gray, alpha = (Image.open(out / f"{n}_out.png") for n in ("deep", "gray", "alpha"))
+    assert deep.mode == "I;16" and np.asarray(deep).max() > 255 and deep.size == (40, 48)
+    assert gray.mode == "L" and alpha.mode == "RGBA" and alpha.size == (40, 48)
+
+
+def test_inpainting_folder_with_masks_and_a_wrong_size_mask(tmp_path, capsys) -> None:
+    fixtures = require_shared("data", "inpaint", "fixtures", "EC_celeba")
+    model = tmp_path / "inpaint.safetensors"
+    diffir.save_model(tiny_model("diffir_inpaint_celeba_s2"), model)
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    images.mkdir()
+    masks.mkdir()
+    for name in ("celeba_01.png", "celeba_02.png"):
+        _crop_copy(fixtures / "images" / name, images / name, 48)
+        _crop_copy(fixtures / "masks" / name, masks / name, 48)
+    shutil.copy(images / "celeba_01.png", images / "odd.png")
+    _crop_copy(fixtures / "masks" / "celeba_03.png", masks / "odd_mask.png", 40)
+    code = main(["restore", "-i", str(images), "-o", str(out), "-m", str(model), "--mask", str(masks), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["celeba_01_out.png", "celeba_02_out.png"]
+    assert "odd.png: mask is 40x40 but the image is 48x48" in err
+    restored = np.asarray(Image.open(out / "celeba_01_out.png"))
+    original = np.asarray(Image.open(images / "celeba_01.png").convert("RGB"))
+    known = np.asarray(Image.open(masks / "celeba_01.png").convert("L")) <= 127
+    assert np.array_equal(restored[known], original[known])
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["-m", "no_such_model"], "diffir convert"),
+    (["-m", "weights/missing.pth"], "model file not found"),
+])
+def test_model_errors_are_one_line(tmp_path, capsys, extra, message, monkeypatch) -> None:
+    monkeypatch.setenv("DIFFIR_MODELS", str(tmp_path / "models"))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    code = main(["restore", "-i", str(image), "-o", str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("diffir: error:") and message in err[0]
+
+
+def test_unwritable_output_and_missing_input(tmp_path, sr_weights, capsys) -> None:
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["restore", "-i", str(image), "-o", str(blocker / "out"), "-m", str(sr_weights)]) == 2
+    assert "cannot create output folder" in capsys.readouterr().err
+    assert main(["restore", "-i", str(tmp_path / "none*.png"), "-o", str(tmp_path), "-m", str(sr_weights)]) == 2
+    assert "no file matches" in capsys.readouterr().err
