@@ -104,7 +104,7 @@ def build_dataset(section: DatasetSection, scale: int, task: str, train: bool) -
     else:
         if task != "inpaint":
             raise ConfigError(f"data kind 'inpaint' needs an inpainting model, got task {task!r}")
-        masks = D.LamaMaskGenerator(**section.mask) if section.mask else None
+        masks = mask_generator(section.mask) if section.mask else None
         ds = D.InpaintDataset(section.gt_dir, patch, mask_generator=masks,
                               augment="hflip" if augment is True else augment, repeat=section.repeat)
     if section.max_images is not None:
@@ -112,6 +112,26 @@ def build_dataset(section: DatasetSection, scale: int, task: str, train: bool) -
     if len(ds) == 0:  # type: ignore[arg-type]
         raise ConfigError(f"no images found in {section.gt_dir}")
     return ds
+
+
+def mask_generator(options: dict[str, Any]):
+    """A LamaMaskGenerator from config: ``{preset: thick_256}`` or field overrides with nested ``irregular`` /
+    ``box`` sections (``{irregular: {max_width: 25}, box: {max_size: 40}, max_hole_fraction: 0.5}``)."""
+    from dataclasses import replace
+
+    from diffir.data.masks import BoxMaskSpec, IrregularMaskSpec, LamaMaskGenerator
+
+    opts = dict(options)
+    try:
+        base = LamaMaskGenerator.preset(opts.pop("preset")) if "preset" in opts else LamaMaskGenerator()
+        if "irregular" in opts:
+            opts["irregular"] = replace(base.irregular, **opts["irregular"]) if base.irregular else (
+                IrregularMaskSpec(**opts["irregular"]))
+        if "box" in opts:
+            opts["box"] = replace(base.box, **opts["box"]) if base.box else BoxMaskSpec(**opts["box"])
+        return replace(base, **opts)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data mask options: {exc}") from None
 
 
 def train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int, world_size: int, start_batch: int,

@@ -564,6 +564,16 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- fit
     def fit(self) -> dict[str, Any]:
+        # Tiny gradients leave denormal floats in Adam's moments, which are very slow on many CPUs.  The flag is
+        # process-wide, so it is switched back off (torch's default) when training ends.
+        flush = self.device.type == "cpu" and torch.set_flush_denormal(True)
+        try:
+            return self._fit()
+        finally:
+            if flush:
+                torch.set_flush_denormal(False)
+
+    def _fit(self) -> dict[str, Any]:
         from tqdm import tqdm
 
         cfg = self.cfg
