@@ -1,0 +1,106 @@
+"""Training config: typed, rejects unknown keys with a suggestion, env-var paths, --set overrides, schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from diffir.errors import ConfigError
+from diffir.train.config import ScheduleSection, apply_overrides, expand_vars, load_config, parse_config
+from diffir.train.schedules import lr_at
+
+BASE = {
+    "stage": "s1",
+    "model": {"preset": "diffir_sr_x4_s1"},
+    "data": {"train": {"kind": "folder", "gt_dir": "x", "degradation": {"name": "bicubic_x4"}}},
+    "train": {"iters": 10},
+}
+
+
+def _with(**sections):
+    return {**BASE, **sections}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (_with(trian={"iters": 3}), "unknown config key 'trian'; did you mean 'train'?"),
+        (_with(train={"iters": 3, "batchsize": 2}), "did you mean 'train.batch_size'?"),
+        (_with(losses={"kd": {"tpye": "l2"}}), "did you mean 'losses.kd.type'?"),
+        (_with(optim={"g": {"lr": 1e-4, "schedule": {"milestone": [1]}}}), "'optim.g.schedule.milestones'"),
+    ],
+)
+def test_misspelled_key_is_one_clear_line(data, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, source="cfg.yaml")
+    msg = str(err.value)
+    assert expected in msg
+    assert "\n" not in msg and msg.startswith("cfg.yaml: ")
+
+
+def test_other_errors_are_one_line():
+    for data, part in [
+        (_with(stage="s2"), "use a *_s2 preset"),
+        (_with(train={}), "missing required config key 'train.iters'"),
+        (_with(losses={"kd": {"type": "l3"}}), "losses.kd.type"),
+        (_with(stage="gan", model={"preset": "diffir_sr_x4_s2"}), "needs a discriminator"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            parse_config(data)
+        assert part in str(err.value) and "\n" not in str(err.value)
+
+
+def test_env_var_expansion(monkeypatch):
+    monkeypatch.delenv("DIFFIR_DATA", raising=False)
+    assert expand_vars("${DIFFIR_DATA:-../shared/data}/T91") == "../shared/data/T91"
+    monkeypatch.setenv("DIFFIR_DATA", "/data")
+    assert expand_vars({"a": ["${DIFFIR_DATA:-x}/T91"]}) == {"a": ["/data/T91"]}
+    monkeypatch.delenv("DIFFIR_DATA")
+    with pytest.raises(ConfigError, match="DIFFIR_DATA is not set"):
+        expand_vars("${DIFFIR_DATA}/x")
+
+
+def test_set_overrides_and_file_loading(tmp_path):
+    import yaml
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(BASE))
+    cfg = load_config(p, ["train.iters=7", "losses.kd.type=kl", "diffusion.timesteps=3"])
+    assert cfg.train.iters == 7 and cfg.losses.kd.type == "kl" and cfg.model_overrides()["timesteps"] == 3
+    with pytest.raises(ConfigError, match="did you mean 'train.seed'"):
+        load_config(p, ["train.sed=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["train.iters"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_parse(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("DIFFIR_DATA", "/nonexistent")
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.rglob("*.yaml"))
+    assert {f.name for f in (root / "tiny").glob("*.yaml")} >= {
+        "sr_x4_s1.yaml", "sr_x4_s2.yaml", "sr_x4_gan.yaml", "inpaint_s1.yaml", "inpaint_s2.yaml"}
+    for f in files:
+        cfg = load_config(f)
+        assert cfg.train.iters > 0, f
+
+
+def test_multistep_schedule_matches_basicsr_stepping():
+    s = ScheduleSection(type="multistep", milestones=[3, 5], gamma=0.5)
+    # BasicSR steps its schedulers from the 2nd iteration on: iteration i sees i-1 completed steps.
+    assert [lr_at(s, 1.0, i) for i in range(1, 8)] == [1, 1, 1, 0.5, 0.5, 0.25, 0.25]
+
+
+def test_cyclic_cosine_deblur_first_cycle_rises():
+    s = ScheduleSection(type="cyclic_cosine", periods=[92000, 208000], restart_weights=[1, 1],
+                        eta_mins=[2.85e-4, 1e-6])
+    assert lr_at(s, 2e-4, 1) == pytest.approx(2e-4)
+    assert lr_at(s, 2e-4, 92001) == pytest.approx(2.85e-4)  # eta_min above the base: the LR rises (specs §7.14)
+    assert lr_at(s, 2e-4, 92002) == pytest.approx(2e-4, rel=1e-6)  # restart
+    mid = lr_at(s, 2e-4, 92001 + 104000)
+    assert mid == pytest.approx(1e-6 + 0.5 * (2e-4 - 1e-6) * (1 + math.cos(math.pi / 2)))
+    assert lr_at(s, 2e-4, 300001) == pytest.approx(1e-6)

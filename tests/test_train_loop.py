@@ -1,0 +1,240 @@
+"""The training loop on real patches from ../shared/data: S1 → S2 learning, stage wiring, bit-exact resume,
+NaN guard rollback, ablation switches.  Tiny networks (dim 8, one block per level) and 32-px patches."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import require_shared
+from safetensors.torch import load_file
+
+import diffir
+from diffir.errors import ConfigError
+from diffir.train.config import parse_config
+from diffir.train.engine import Trainer, TrainingDiverged
+
+TINY_NET = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 1, 2, 2],
+            "n_encoder_res": 1}
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in changes.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def sr_config(stage: str, **changes):
+    data = require_shared("data")
+    base = {
+        "name": f"test_{stage}",
+        "stage": stage,
+        "model": {"preset": f"diffir_sr_x4_s{1 if stage == 's1' else 2}", "overrides": TINY_NET},
+        "data": {"train": {"kind": "folder", "gt_dir": str(data / "train" / "T91"), "patch_size": 32,
+                           "degradation": {"name": "bicubic_x4"}}},
+        "train": {"iters": 6, "batch_size": 4, "ema_decay": 0.9},
+        "optim": {"g": {"lr": 2e-3}, "e": {"lr": 2e-3}},
+        "log": {"every": 1, "tensorboard": False, "progress": False},
+        "checkpoint": {"every": 1000, "keep": 5},
+    }
+    return parse_config(_merge(base, changes))
+
+
+def inpaint_config(stage: str, **changes):
+    data = require_shared("data")
+    masks = {"irregular": {"max_len": 30, "max_width": 12}, "box": {"margin": 2, "min_size": 6, "max_size": 20}}
+    base = {
+        "name": f"test_inpaint_{stage}",
+        "stage": stage,
+        "model": {"preset": f"diffir_inpaint_celeba_s{1 if stage == 's1' else 2}",
+                  "overrides": {**TINY_NET, "num_refinement_blocks": 0}},
+        "data": {"train": {"kind": "inpaint", "gt_dir": str(data / "inpaint" / "celeba_hq_256"),
+                           "patch_size": 32, "mask": masks}},
+        "discriminator": {"type": "nlayer", "num_feat": 8, "n_layers": 2},
+        "train": {"iters": 6, "batch_size": 2, "ema_decay": 0.0, "grad_clip": 1.0},
+        "losses": {"gan": {"type": "nonsaturating", "weight": 10.0, "feature_matching": 100.0,
+                           "regenerate_for_d": True}},
+        "log": {"every": 1, "tensorboard": False, "progress": False},
+        "checkpoint": {"every": 1000, "keep": 5},
+    }
+    return parse_config(_merge(base, changes))
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def random_s1(tmp_path: Path, task: str = "sr") -> Path:
+    torch.manual_seed(123)
+    if task == "sr":
+        m = diffir.create_model("diffir_sr_x4_s1", **TINY_NET)
+    else:
+        m = diffir.create_model("diffir_inpaint_celeba_s1", **{**TINY_NET, "num_refinement_blocks": 0})
+    return diffir.save_model(m, tmp_path / f"s1_{task}.safetensors")
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+def test_s1_then_s2_learns_and_s2_ipr_approaches_s1(tmp_path):
+    s1_out = tmp_path / "s1"
+    Trainer(sr_config("s1", train={"iters": 30}), s1_out).fit()
+    loss = [r["loss"] for r in records(s1_out)]
+    assert _mean(loss[-6:]) < 0.8 * _mean(loss[:6]), loss
+
+    s2 = Trainer(sr_config("s2", train={"iters": 30}), tmp_path / "s2", from_s1=str(s1_out))
+    # a fixed probe batch: real T91 patches, bicubic-degraded
+    probe = s2._next_batch(1)
+    s2._loader = s2._make_loader()
+    teacher_ipr = s2.teacher.prior(probe["lq"], probe["gt"])
+
+    def ipr_error() -> float:
+        s2.student.eval()
+        with torch.no_grad():
+            est = s2.student.estimate_ipr(probe["lq"], generator=torch.Generator().manual_seed(0))
+        s2.student.train()
+        return (est - teacher_ipr).abs().mean().item()
+
+    before = ipr_error()
+    s2.fit()
+    after = ipr_error()
+    kd = [r["kd_l1"] for r in records(tmp_path / "s2")]
+    assert _mean(kd[-6:]) < 0.5 * _mean(kd[:6]), kd
+    assert after < 0.5 * before, (before, after)
+    # the DIRformer started as the S1 one; the teacher stayed frozen
+    s1 = diffir.load_model(s1_out / "model.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(s1.state_dict().values(), s2.teacher.state_dict().values(),
+                                                   strict=True))
+    final = diffir.load_model(tmp_path / "s2" / "model.safetensors")
+    assert final.config.stage == 2 and final.config.dim == 8
+
+
+def test_from_s1_copies_dirformer_and_checks_shapes(tmp_path):
+    s1_path = random_s1(tmp_path)
+    t = Trainer(sr_config("s2"), tmp_path / "run", from_s1=str(s1_path))
+    s1 = diffir.load_model(s1_path)
+    for k, v in s1.G.state_dict().items():
+        assert torch.equal(t.student.G.state_dict()[k], v), k
+    assert not any(p.requires_grad for p in t.teacher.parameters())
+    assert (tmp_path / "run" / "teacher.safetensors").is_file()
+    bad = sr_config("s2", model={"overrides": {**TINY_NET, "dim": 16}})
+    with pytest.raises(ConfigError, match="dim=8 but the configured model has dim=16"):
+        Trainer(bad, tmp_path / "bad", from_s1=str(s1_path))
+    with pytest.raises(ConfigError, match="--from-s1"):
+        Trainer(sr_config("s2"), tmp_path / "none")
+
+
+def _crash_at(trainer: Trainer, at: int) -> None:
+    real = trainer.train_iteration
+
+    def crashing(it: int):
+        if it == at:
+            raise RuntimeError("simulated crash")
+        return real(it)
+
+    trainer.train_iteration = crashing  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("kind", ["sr_s2_warmup_workers", "inpaint_s1_gan"])
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, kind):
+    if kind == "sr_s2_warmup_workers":
+        s1 = str(random_s1(tmp_path))
+        cfg = sr_config("s2", train={"iters": 6, "encoder_iters": 2},
+                        data={"train": {"num_workers": 2}}, checkpoint={"every": 3})
+        make = lambda out, **kw: Trainer(cfg, out, from_s1=s1, **kw)  # noqa: E731
+    else:
+        cfg = inpaint_config("s1", checkpoint={"every": 3})
+        make = lambda out, **kw: Trainer(cfg, out, **kw)  # noqa: E731
+
+    make(tmp_path / "a").fit()
+    crashed = make(tmp_path / "b")
+    _crash_at(crashed, 5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.fit()
+    resumed = make(tmp_path / "b", resume="auto")
+    assert resumed.start_iter == 3
+    resumed.fit()
+
+    a, b = tmp_path / "a" / "checkpoints" / "iter_00000006", tmp_path / "b" / "checkpoints" / "iter_00000006"
+    for f in sorted(p.name for p in a.glob("*.safetensors")):
+        ta, tb = load_file(str(a / f)), load_file(str(b / f))
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), (f, k)
+    sa = torch.load(a / "state.pt", weights_only=True)
+    sb = torch.load(b / "state.pt", weights_only=True)
+    for name, opt in sa["optimizers"].items():
+        for pid, st in opt["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, sb["optimizers"][name]["state"][pid][k]), (name, pid, k)
+    last_a = [r for r in records(tmp_path / "a") if r.get("iter") == 6][-1]
+    last_b = [r for r in records(tmp_path / "b") if r.get("iter") == 6][-1]
+    assert {k: v for k, v in last_a.items() if k not in ("it_s", "eta_s")} == {
+        k: v for k, v in last_b.items() if k not in ("it_s", "eta_s")}
+
+
+def test_nan_guard_rolls_back_to_last_checkpoint(tmp_path):
+    cfg = sr_config("s1", train={"iters": 6}, checkpoint={"every": 2})
+    t = Trainer(cfg, tmp_path / "run")
+    real, calls = t._g_losses, {"n": 0}
+
+    def poisoned(batch, warmup):
+        calls["n"] += 1
+        loss, logs, out = real(batch, warmup)
+        return (loss * float("nan") if calls["n"] == 5 else loss), logs, out
+
+    t._g_losses = poisoned  # type: ignore[method-assign]
+    summary = t.fit()
+    assert summary["iter"] == 6
+    events = [r for r in records(tmp_path / "run") if r.get("event") == "rollback"]
+    assert events == [{"event": "rollback", "iter": 5, "to": 4, "rollbacks": 1}]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "iter_00000006" / "state.pt", weights_only=True)
+    assert state["rollbacks"] == 1
+    assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "run" / "model.safetensors")).values())
+
+    early = Trainer(sr_config("s1", train={"iters": 3}), tmp_path / "early")
+    early._g_losses = lambda b, w: (torch.tensor(float("nan"), requires_grad=True), {}, None)  # type: ignore[method-assign]
+    with pytest.raises(TrainingDiverged, match="before any checkpoint"):
+        early.fit()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"diffusion": {"enabled": False}},  # V1
+        {"diffusion": {"optimization": "traditional"}},  # V2
+        {"diffusion": {"reverse_noise": True}, "losses": {"kd": {"type": "kl"}}},  # V4, Tab. 5 KL
+        {"diffusion": {"timesteps": 3}, "train": {"accum_steps": 2}, "losses": {"kd": {"type": "l2"}}},
+    ],
+    ids=["v1_no_diffusion", "v2_traditional", "v4_reverse_noise_kl", "t3_accum2_l2"],
+)
+def test_ablation_switches_train(tmp_path, changes):
+    s1 = str(random_s1(tmp_path))
+    cfg = sr_config("s2", **_merge({"train": {"iters": 2}}, changes))
+    t = Trainer(cfg, tmp_path / "run", from_s1=s1)
+    denoise_before = {k: v.clone() for k, v in t.student.denoise.state_dict().items()}
+    g_before = {k: v.clone() for k, v in t.student.G.state_dict().items()}
+    t.fit()
+    recs = [r for r in records(tmp_path / "run") if "loss" in r]
+    assert len(recs) == 2 and all(r["loss"] == r["loss"] for r in recs)
+    denoise_moved = any(not torch.equal(v, t.student.denoise.state_dict()[k]) for k, v in denoise_before.items())
+    assert denoise_moved == cfg.diffusion.enabled  # V1 bypasses the denoiser entirely
+    assert any(not torch.equal(v, t.student.G.state_dict()[k]) for k, v in g_before.items())
+    assert t.student.diffusion.timesteps == (cfg.diffusion.timesteps or 4)
+
+
+def test_s2_warmup_trains_only_cpen_s2_and_denoiser(tmp_path):
+    s1 = str(random_s1(tmp_path))
+    cfg = sr_config("s2", train={"iters": 2, "encoder_iters": 2})
+    t = Trainer(cfg, tmp_path / "run", from_s1=s1)
+    g_before = {k: v.clone() for k, v in t.student.G.state_dict().items()}
+    cond_before = {k: v.clone() for k, v in t.student.condition.state_dict().items()}
+    t.fit()
+    assert all(torch.equal(v, t.student.G.state_dict()[k]) for k, v in g_before.items())
+    assert any(not torch.equal(v, t.student.condition.state_dict()[k]) for k, v in cond_before.items())
+    assert all("loss_pix" not in r for r in records(tmp_path / "run"))
