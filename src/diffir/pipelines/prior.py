@@ -47,7 +47,7 @@ def condition_tiled(model: nn.Module, lq: torch.Tensor, tile: int, device: torch
     _, _, height, width = x.shape
     core = max(8, tile // factor)
     if split is None or (height <= core and width <= core):
-        return cpen(x.to(device)).float()
+        return cpen(x.to(device))
     convs, _ = split
     halo = receptive_radius(convs)
     total = None
@@ -59,7 +59,7 @@ def condition_tiled(model: nn.Module, lq: torch.Tensor, tile: int, device: torch
             inner = feats[:, :, y - y_lo: y - y_lo + min(core, height - y),
                           x0 - x_lo: x0 - x_lo + min(core, width - x0)]
             # Sum on the device in float32 (MPS has no float64), accumulate across tiles in float64.
-            part = inner.float().sum(dim=(2, 3)).to('cpu', torch.float64)
+            part = inner.float().sum(dim=(2, 3)).to("cpu", torch.float64)
             total = part if total is None else total + part
-    mean = (total / (height * width)).to(device, torch.float32)
+    mean = (total / (height * width)).to(device, x.dtype)
     return cpen.mlp(mean)

@@ -84,6 +84,7 @@ class Restorer:
         self.dtype = resolve_precision(precision, self.device)
         self.model = load_inference_model(model).to(self.device)
         self.config = self.model.config
+        self._param_dtype = next(self.model.parameters()).dtype
         self.tile = tile
         self.tile_overlap = max(0, int(tile_overlap))
         self.seed = seed
@@ -114,7 +115,7 @@ class Restorer:
             outs.append(self.restore_float(x[b: b + 1], None if hole is None else hole[b % hole.shape[0]][None]))
         return back(torch.cat(outs))
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: results handed back to the caller stay usable with autograd
     def restore_float(self, x: torch.Tensor, hole: torch.Tensor | None = None) -> torch.Tensor:
         """(1, C, H, W) float CPU image in [0, 1] (C = 1..4) → restored (1, C, H', W') float, clamped."""
         _, channels, height, width = x.shape
@@ -185,10 +186,11 @@ class Restorer:
         if self.seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(self.seed)
         # The IPR path stays float32: it is a few % of the compute and one global vector steers every pixel.
+        padded = padded.to(dtype=self._param_dtype)
         if tile:
             cond = condition_tiled(self.model, padded, tile, self.device)
         else:
-            cond = self.model.condition_of(padded.to(self.device)).float()
+            cond = self.model.condition_of(padded.to(self.device))
         ipr = self.model.estimate_ipr(cond=cond, generator=generator)
         if not tile:
             return self._forward(padded, ipr)
@@ -197,7 +199,7 @@ class Restorer:
                          self.batch_size, self.progress)
 
     def _forward(self, lq: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
-        lq = lq.to(self.device, non_blocking=True)
+        lq = lq.to(self.device, self._param_dtype, non_blocking=True)
         ipr = ipr.expand(lq.shape[0], -1)
         with autocast(self.device, self.dtype):
             out = self.model(lq, ipr=ipr)
