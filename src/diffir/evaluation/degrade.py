@@ -76,7 +76,7 @@ def _generic(name: str, gt: np.ndarray, index: int, seed: int) -> Degraded:
     except ImportError as exc:  # pragma: no cover - the data package is part of diffir
         raise ConfigError(f"unknown degradation {name!r}") from exc
     deg = build_degradation(name)
-    x = torch.from_numpy(gt).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.from_numpy(np.array(gt)).permute(2, 0, 1)[None].float() / 255.0  # a writable copy
     with torch.no_grad():
         out = deg(x, _generator(seed, index))
     to_u8 = lambda t: np.rint(t[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # noqa: E731
