@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import require_shared
 from safetensors.torch import load_file
 
 import diffir
+from conftest import require_shared
 from diffir.errors import ConfigError
 from diffir.train.config import parse_config
 from diffir.train.engine import Trainer, TrainingDiverged
@@ -83,11 +83,11 @@ def _mean(xs):
 
 def test_s1_then_s2_learns_and_s2_ipr_approaches_s1(tmp_path):
     s1_out = tmp_path / "s1"
-    Trainer(sr_config("s1", train={"iters": 30}), s1_out).fit()
+    Trainer(sr_config("s1", train={"iters": 20}), s1_out).fit()
     loss = [r["loss"] for r in records(s1_out)]
-    assert _mean(loss[-6:]) < 0.8 * _mean(loss[:6]), loss
+    assert _mean(loss[-5:]) < 0.8 * _mean(loss[:5]), loss
 
-    s2 = Trainer(sr_config("s2", train={"iters": 30}), tmp_path / "s2", from_s1=str(s1_out))
+    s2 = Trainer(sr_config("s2", train={"iters": 20}), tmp_path / "s2", from_s1=str(s1_out))
     # a fixed probe batch: real T91 patches, bicubic-degraded
     probe = s2._next_batch(1)
     s2._loader = s2._make_loader()
@@ -104,7 +104,8 @@ def test_s1_then_s2_learns_and_s2_ipr_approaches_s1(tmp_path):
     s2.fit()
     after = ipr_error()
     kd = [r["kd_l1"] for r in records(tmp_path / "s2")]
-    assert _mean(kd[-6:]) < 0.5 * _mean(kd[:6]), kd
+    assert _mean(kd[-5:]) < 0.5 * _mean(kd[:5]), kd
+    print("S1 loss", loss, "KD", kd, "IPR error", before, after)
     assert after < 0.5 * before, (before, after)
     # the DIRformer started as the S1 one; the teacher stayed frozen
     s1 = diffir.load_model(s1_out / "model.safetensors")

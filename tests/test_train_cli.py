@@ -1,0 +1,127 @@
+"""``diffir train`` end to end with the shipped tiny configs: SR S1 → S2 → GAN, inpainting S1 → S2, errors,
+``kill -9`` + ``--resume auto``, and 2-process ``torchrun`` (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import diffir
+from conftest import REPO, require_shared
+from diffir.cli import main
+
+CONFIGS = REPO / "configs" / "tiny"
+# Shrink the shipped tiny configs further: the recipe is exercised, not the convergence.
+FAST = ["--set", "data.train.patch_size=32", "--set", "data.val.max_images=1", "--set", "log.progress=false",
+        "--set", "log.every=1", "--no-progress"]
+
+
+@pytest.fixture
+def data_env(monkeypatch):
+    monkeypatch.setenv("DIFFIR_DATA", str(require_shared("data")))
+
+
+def _train(config: str, out: Path, *extra: str, iters: int = 3) -> int:
+    return main(["train", "-c", str(CONFIGS / config), "--out", str(out), "--set", f"train.iters={iters}",
+                 "--set", f"val.every={iters}", "--set", f"checkpoint.every={iters}", *FAST, *extra])
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_sr_s1_s2_gan_chain(tmp_path, data_env):
+    s1, s2, gan = tmp_path / "s1", tmp_path / "s2", tmp_path / "gan"
+    assert _train("sr_x4_s1.yaml", s1) == 0
+    assert _train("sr_x4_s2.yaml", s2, "--from-s1", str(s1), "--set", "train.encoder_iters=1") == 0
+    assert _train("sr_x4_gan.yaml", gan, "--from-s2", str(s2)) == 0
+    for run, stage in [(s1, 1), (s2, 2), (gan, 2)]:
+        model = diffir.load_model(run / "model.safetensors")
+        assert model.config.stage == stage
+        assert json.loads((run / "val.jsonl").read_text().splitlines()[-1])["psnr"] > 10
+        assert [r["iter"] for r in _log(run)] == [1, 2, 3]
+        ck = run / "checkpoints" / "iter_00000003"
+        diffir.load_model(ck / "params.safetensors")
+        diffir.load_model(ck / "params_ema.safetensors")
+    assert (gan / "checkpoints" / "iter_00000003" / "net_d.safetensors").is_file()
+    assert {"loss_gan", "d_real", "d_fake", "loss_kd", "loss_pix", "lr", "lr_d", "it_s"} <= set(_log(gan)[-1])
+    # the GAN stage starts from the S2 EMA weights and reuses the S2 teacher
+    s2_model = diffir.load_model(s2 / "model.safetensors")
+    teacher = diffir.load_model(gan / "teacher.safetensors")
+    assert teacher.config.stage == 1 and s2_model.config == teacher.config.replace(stage=2)
+
+
+def test_inpaint_s1_s2_chain(tmp_path, data_env):
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    assert _train("inpaint_s1.yaml", s1) == 0
+    assert _train("inpaint_s2.yaml", s2, "--from-s1", str(s1)) == 0
+    last = _log(s2)[-1]
+    assert {"loss_pix", "loss_gan", "loss_fm", "loss_kd", "d_real", "d_fake", "r1"} <= set(last)
+    assert diffir.load_model(s2 / "model.safetensors").config.task == "inpaint"
+
+
+def test_cli_errors_are_one_line(tmp_path, data_env, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "sr_x4_s1.yaml").read_text().replace("batch_size:", "batchsize:"))
+    assert main(["train", "-c", str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown config key 'train.batchsize'; did you mean 'train.batch_size'?" in err
+    assert main(["train", "-c", str(CONFIGS / "sr_x4_s2.yaml"), "--out", str(tmp_path / "y")]) == 2
+    assert "--from-s1" in capsys.readouterr().err
+    assert _train("sr_x4_s1.yaml", tmp_path / "z", iters=1) == 0
+    assert _train("sr_x4_s1.yaml", tmp_path / "z", iters=1) == 2  # would overwrite: asks for --resume
+    assert "--resume auto" in capsys.readouterr().err
+    missing_vgg = ["--set", "losses.perceptual.weight=1", "--set", f"losses.perceptual.vgg_weights={tmp_path}/v.pth"]
+    assert _train("sr_x4_gan.yaml", tmp_path / "g", "--from-s2", str(tmp_path / "z")) == 2
+    assert "no S1 teacher found" in capsys.readouterr().err  # z is a stage-1 run
+    assert _train("sr_x4_s1.yaml", tmp_path / "g", *missing_vgg) == 2
+    assert "VGG19 weights not found" in capsys.readouterr().err
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, DIFFIR_DATA=str(require_shared("data")), OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_kill_9_then_resume_auto_loses_nothing(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "diffir", "train", "-c", str(CONFIGS / "sr_x4_s1.yaml"), "--out", str(out),
+           "--set", "train.iters=40", "--set", "checkpoint.every=2", "--set", "val.every=0", *FAST]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoints" / "iter_00000004").is_dir():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = subprocess.run([*cmd, "--resume", "auto", "--set", "train.iters=8"], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stderr
+    iters = [r["iter"] for r in _log(out) if "loss" in r]
+    assert iters[-1] == 8 and set(range(1, 9)) <= set(iters)
+    assert not list((out / "checkpoints").glob(".tmp_*"))
+    diffir.load_model(out / "model.safetensors")
+
+
+def test_torchrun_two_processes_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "diffir",
+           "train", "-c", str(CONFIGS / "sr_x4_s1.yaml"), "--out", str(out), "--set", "train.iters=3",
+           "--set", "train.batch_size=2", "--set", "val.every=3", "--set", "checkpoint.every=3", *FAST]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["iter"] for r in _log(out)] == [1, 2, 3]  # rank 0 logs once per step
+    state = torch.load(out / "checkpoints" / "iter_00000003" / "state.pt", weights_only=True)
+    assert state["world_size"] == 2
+    diffir.load_model(out / "model.safetensors")
