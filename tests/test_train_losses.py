@@ -115,3 +115,20 @@ def test_vgg_loads_torchvision_layout(tmp_path):
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ConfigError, match="not a VGG19 state_dict"):
         VGGPerceptualLoss({"conv1_2": 1.0}, tmp_path / "bad.pth")
+
+
+def test_resnet_pl_optional_user_weights(tmp_path):
+    from diffir.train.losses.resnet_pl import ResNet50Dilated, ResNetPLLoss
+
+    with pytest.raises(ConfigError, match="ResNet-PL weights not found"):
+        ResNetPLLoss(tmp_path / "encoder_epoch_20.pth")
+    torch.manual_seed(0)
+    enc = ResNet50Dilated()
+    feats = enc(torch.rand(1, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == [256, 512, 1024, 2048]
+    assert [f.shape[-1] for f in feats] == [16, 8, 8, 8]  # output stride 8 (dilated layers 3 and 4)
+    assert "layer4.0.downsample.0.weight" in enc.state_dict() and "conv3.weight" in enc.state_dict()
+    torch.save(enc.state_dict(), tmp_path / "enc.pth")
+    loss = ResNetPLLoss(tmp_path / "enc.pth")
+    x = torch.rand(1, 3, 32, 32)
+    assert loss(x, x).item() == 0.0 and loss(x, torch.rand(1, 3, 32, 32)).item() > 0
