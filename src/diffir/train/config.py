@@ -46,7 +46,7 @@ class DatasetSection(Section):
     lq_dir: str | None = None
     filename_tmpl: str = Field("{}", description="LQ file stem for GT stem s, e.g. '{}x4' (paired)")
     patch_size: int | None = Field(64, description="GT patch size; null = whole images (validation)")
-    augment: bool = True
+    augment: bool | Literal["hflip"] = Field(True, description="8 flip/rot90 combos; 'hflip' only; false none")
     repeat: int = 1
     degradation: DegradationSection | None = None
     mask: dict[str, Any] = Field(default_factory=dict, description="LamaMaskGenerator options (inpaint)")
@@ -155,6 +155,9 @@ class ResNetPLSection(Section):
 
 class LossSection(Section):
     pixel: float = Field(1.0, description="L1(output, GT) weight (SR, deblur)")
+    usm_targets: bool = Field(
+        False, description="RealSR V2: L1/perceptual targets and the teacher's GT are USM(GT); D sees plain GT "
+        "(needs a degradation returning gt_usm, e.g. realesrgan with gt_usm: true)")
     masked_l1_known: float = Field(10.0, description="inpainting: L1 weight on known pixels")
     masked_l1_missing: float = Field(0.0, description="inpainting: L1 weight on hole pixels")
     kd: KDSection = Field(default_factory=KDSection)

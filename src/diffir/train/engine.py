@@ -293,7 +293,7 @@ class Trainer:
         if self.degradation is not None:
             with torch.no_grad():
                 pair = self.degradation(batch["gt"], generator=self.gen)
-            batch = {**batch, "lq": pair["lq"].contiguous(), "gt": pair["gt"].contiguous()}
+            batch = {**batch, **{k: v.contiguous() for k, v in pair.items() if k in ("lq", "gt", "gt_usm", "mask")}}
         stage = progressive_stage(self.cfg.train.progressive, it)
         if stage is not None:
             batch = cut_progressive(batch, stage[0], stage[1], self.mc.scale, self.gen)
@@ -313,7 +313,7 @@ class Trainer:
 
     def _generate(self, batch: dict[str, torch.Tensor], warmup: bool) -> tuple[torch.Tensor | None, dict]:
         """Forward of the trainee.  Returns (restored image or None in the warm-up, KD terms)."""
-        lq, gt = batch["lq"], batch["gt"]
+        lq, gt = batch["lq"], self._target(batch)
         s = self.student
         if self.stage == "s1":
             return s(lq, gt), {}
@@ -337,6 +337,14 @@ class Trainer:
         out, iprs = s(lq, ipr_s1, generator=self.gen)  # V3 (joint through all T steps), V1, V4
         return out, self._kd(iprs[-1], ipr_s1)
 
+    def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The restoration target: GT, or USM-sharpened GT in the RealSR V2 recipes."""
+        if self.cfg.losses.usm_targets:
+            if "gt_usm" not in batch:
+                raise ConfigError("losses.usm_targets needs a degradation that returns gt_usm (gt_usm: true)")
+            return batch["gt_usm"]
+        return batch["gt"]
+
     def _kd(self, student_ipr: torch.Tensor, teacher_ipr: torch.Tensor) -> dict:
         loss, logs = self.kd(student_ipr, teacher_ipr)
         return {"loss": loss, "logs": logs}
@@ -352,7 +360,7 @@ class Trainer:
             logs["loss_kd"] = kd["loss"].item()
         if out is None:
             return torch.stack(terms).sum(), logs, None
-        gt = batch["gt"]
+        gt = self._target(batch)
         if self.mc.task == "inpaint":
             rec = masked_l1_loss(out, gt, batch["mask"], cfg.masked_l1_known, cfg.masked_l1_missing)
         else:
@@ -377,7 +385,7 @@ class Trainer:
             logs["loss_gan"] = adv.item()
             if cfg.gan.feature_matching > 0:
                 with torch.no_grad():
-                    _, real_feats = self.disc(gt)
+                    _, real_feats = self.disc(batch["gt"])
                 fm = cfg.gan.feature_matching * feature_matching_loss(feats, real_feats)
                 terms.append(fm)
                 logs["loss_fm"] = fm.item()
