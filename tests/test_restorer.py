@@ -231,3 +231,11 @@ def test_model_by_name_from_the_models_folder(sr4, tmp_path, monkeypatch) -> Non
 def test_stage_one_models_are_refused() -> None:
     with pytest.raises(DiffIRError, match="stage-1"):
         diffir.Restorer(tiny_model("diffir_sr_x4_s1"))
+
+
+def test_nan_even_in_fp32_is_an_error_not_a_black_image(sr4, monkeypatch) -> None:
+    r = diffir.Restorer(sr4)
+    monkeypatch.setattr(r.model.G, "forward", lambda lq, ipr: torch.full_like(lq, float("nan")).repeat(
+        1, 1, 4, 4))
+    with pytest.raises(DiffIRError, match="NaN/Inf even in float32"):
+        r.restore(np.zeros((8, 8, 3), np.uint8))

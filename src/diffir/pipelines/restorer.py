@@ -123,6 +123,8 @@ class Restorer:
         rgb = x[:, :3] if channels >= 3 else x[:, :1].expand(-1, 3, -1, -1)
         lq = torch.cat([rgb * (1 - hole), hole], dim=1) if self.task == "inpaint" else rgb
         pred = self._run_network(lq.contiguous())
+        if not all_finite(pred):
+            raise DiffIRError("the model produced NaN/Inf even in float32 (broken or mismatched weights?)")
         scale = self.scale
         pred = crop_to(pred, height * scale, width * scale)
         if self.task == "inpaint":
@@ -185,7 +187,8 @@ class Restorer:
         generator = None
         if self.seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        # The IPR path stays float32: it is a few % of the compute and one global vector steers every pixel.
+        # The IPR path runs outside autocast, in the weights' precision: it is a few % of the compute, and one
+        # global vector steers every pixel.
         padded = padded.to(dtype=self._param_dtype)
         if tile:
             cond = condition_tiled(self.model, padded, tile, self.device)
