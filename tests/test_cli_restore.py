@@ -114,3 +114,15 @@ def test_unwritable_output_and_missing_input(tmp_path, sr_weights, capsys) -> No
     assert "cannot create output folder" in capsys.readouterr().err
     assert main(["restore", "-i", str(tmp_path / "none*.png"), "-o", str(tmp_path), "-m", str(sr_weights)]) == 2
     assert "no file matches" in capsys.readouterr().err
+
+
+def test_lama_layout_images_and_masks_in_one_folder(tmp_path, capsys) -> None:
+    fixtures = require_shared("data", "inpaint", "fixtures", "EC_celeba")
+    model = tmp_path / "inpaint.safetensors"
+    diffir.save_model(tiny_model("diffir_inpaint_celeba_s2"), model)
+    folder, out = tmp_path / "pairs", tmp_path / "out"
+    folder.mkdir()
+    _crop_copy(fixtures / "images" / "celeba_04.png", folder / "face.png", 32)
+    _crop_copy(fixtures / "masks" / "celeba_04.png", folder / "face_mask001.png", 32)
+    assert main(["restore", "-i", str(folder), "--mask", str(folder), "-o", str(out), "-m", str(model), "-q"]) == 0
+    assert [p.name for p in out.iterdir()] == ["face_out.png"]

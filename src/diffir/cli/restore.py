@@ -83,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     if args.mask and not inpaint:
         raise DiffIRError(f"--mask given but the model does {restorer.task}, not inpainting")
     mask_spec = Path(args.mask).expanduser() if args.mask else None
+    if mask_spec is not None and mask_spec.is_dir():
+        # LaMa layout: images and their <stem>_mask*.png side by side; the masks are not inputs.
+        masks = {p.resolve() for p in mask_spec.iterdir()}
+        inputs = [p for p in inputs if not ("mask" in p.stem.lower() and p.resolve() in masks)] or inputs
     max_pixels = args.max_pixels or None
 
     c = restorer.config
