@@ -32,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from diffir.train.engine import Trainer, check_resumable
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.train.cpu_threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.train.cpu_threads)
     out = Path(args.out or Path("runs") / cfg.name)
     if args.resume is None:
         check_resumable(out)

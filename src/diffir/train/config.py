@@ -193,6 +193,9 @@ class TrainSection(Section):
     grad_clip: float | None = None
     amp: Literal["none", "bf16", "fp16"] = "none"
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads (None: torch's default); 1 avoids OpenMP thrashing on a "
+        "CPU shared with other jobs")
     seed: int = 0
 
 
