@@ -249,3 +249,12 @@ def test_s2_warmup_trains_only_cpen_s2_and_denoiser(tmp_path):
     assert all(torch.equal(v, t.student.G.state_dict()[k]) for k, v in g_before.items())
     assert any(not torch.equal(v, t.student.condition.state_dict()[k]) for k, v in cond_before.items())
     assert all("loss_pix" not in r for r in records(tmp_path / "run"))
+
+
+def test_guard_ignores_the_scale_change_after_the_warmup(tmp_path):
+    # KD-only warm-up losses are ~100x smaller than L1 + KD afterwards; a short window would flag a "spike".
+    s1 = str(random_s1(tmp_path))
+    cfg = sr_config("s2", train={"iters": 5, "encoder_iters": 3}, guard={"window": 2, "spike_factor": 1.5},
+                    checkpoint={"every": 1})
+    Trainer(cfg, tmp_path / "run", from_s1=s1).fit()
+    assert not [r for r in records(tmp_path / "run") if r.get("event") == "rollback"]

@@ -442,6 +442,8 @@ class Trainer:
         self._seed_iteration(it)
         accum = self.cfg.train.accum_steps
         warmup = self.stage != "s1" and it <= self.cfg.train.encoder_iters
+        if self.stage != "s1" and it == self.cfg.train.encoder_iters + 1:
+            self.loss_history.clear()  # the loss changes scale (KD only → L1 + KD): not a spike
         logs: dict[str, float] = defaultdict(float)
         logs.update(self._set_lrs(it, warmup))
         opt = self.opt_e if warmup and self.opt_e is not None else self.opt_g
