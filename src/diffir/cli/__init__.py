@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiffIRError as exc:
         print(f"diffir: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `diffir list | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("diffir: interrupted", file=sys.stderr)
         return 130

@@ -15,12 +15,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from diffir.bundled import bundled_path
     from diffir.io.checkpoint import load_model
     from diffir.profile import count_macs, parameter_breakdown
     from diffir.registry import create_model
 
     looks_like_path = Path(args.model).exists() or any(ch in args.model for ch in "/\\.")
-    model = load_model(args.model) if looks_like_path else create_model(args.model).eval()
+    bundled = bundled_path(args.model)
+    if bundled is not None:
+        model = load_model(bundled)
+    else:
+        model = load_model(args.model) if looks_like_path else create_model(args.model).eval()
     c = model.config
     print(f"model: {type(model).__name__} ({c.meta.get('source') or c.meta.get('preset', '')})")
     for key, value in c.to_dict().items():

@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-DEFAULT_MODEL = "diffir_realsr_x4_s2"
+from diffir.bundled import DEFAULT_MODEL
 
 
 def _tile(value: str) -> int | str:
@@ -30,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="an image, a folder (every file in it) or a quoted glob such as 'photos/*.jpg'")
     p.add_argument("-o", "--output", default="results", metavar="DIR", help="output folder (default: results)")
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
-                   help="stage-2 checkpoint path, or a name looked up as NAME.safetensors/.pth in $DIFFIR_MODELS "
-                        f"(default ~/.cache/diffir/models); default: {DEFAULT_MODEL}")
+                   help="stage-2 checkpoint path, or a name: NAME.safetensors/.pth in $DIFFIR_MODELS "
+                        f"(default ~/.cache/diffir/models) or a bundled model; default: {DEFAULT_MODEL} (bundled)")
     p.add_argument("--mask", metavar="FILE|DIR",
                    help="inpainting masks (white = hole): one file for all images, or a folder holding "
                         "<name>.png / <name>_mask.png per image")

@@ -6,9 +6,8 @@ Resolution order (``resolve_model_path``):
 2. something that looks like a path (has a folder separator or a checkpoint extension) → "not found" error;
 3. a name → ``<models dir>/<name>.safetensors`` or ``<name>.pth`` (models dir = ``$DIFFIR_MODELS`` or
    ``~/.cache/diffir/models``);
-4. otherwise a one-line error saying where to put the file and how to convert official weights.
-
-Bundled or downloadable weights can later plug in as one more entry of ``_NAME_LOOKUPS``.
+4. a name of a model bundled with the package (:mod:`diffir.bundled`);
+5. otherwise a one-line error saying where to put the file and how to convert official weights.
 """
 
 from __future__ import annotations
@@ -40,8 +39,14 @@ def _from_models_dir(name: str) -> Path | None:
     return None
 
 
-#: Functions name → weights file (or None); tried in order.  Add bundled weights here.
-_NAME_LOOKUPS: list[Callable[[str], Path | None]] = [_from_models_dir]
+def _bundled(name: str) -> Path | None:
+    from diffir.bundled import bundled_path
+
+    return bundled_path(name)
+
+
+#: Functions name → weights file (or None); tried in order: the user's models folder wins over bundled weights.
+_NAME_LOOKUPS: list[Callable[[str], Path | None]] = [_from_models_dir, _bundled]
 
 
 def resolve_model_path(spec: str | os.PathLike) -> Path:

@@ -1,6 +1,6 @@
 """``diffir.Restorer``: restore one image of any kind with a stage-2 DiffIR model, any task.
 
-    >>> r = diffir.Restorer("diffir_realsr_x4_s2", tile=512, precision="fp32", device="auto", seed=0)
+    >>> r = diffir.Restorer("diffir_sr_x4_small", tile=512, precision="fp32", device="auto", seed=0)
     >>> out = r.restore(np.asarray(PIL.Image.open("lr.png")))           # numpy in, numpy out
     >>> out = diffir.Restorer(inpaint_model).restore(pil_image, mask=pil_mask)   # white = hole
 
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffir.bundled import DEFAULT_MODEL
 from diffir.errors import DiffIRError, ImageError
 from diffir.pipelines.convert import as_float_batch, as_hole_mask
 from diffir.pipelines.model_source import load_inference_model
@@ -62,7 +63,7 @@ class Restorer:
 
     def __init__(
         self,
-        model: nn.Module | str | os.PathLike,
+        model: nn.Module | str | os.PathLike = DEFAULT_MODEL,
         *,
         tile: int | str = "auto",
         tile_overlap: int = 32,

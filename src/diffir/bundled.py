@@ -1,0 +1,48 @@
+"""Trained weights shipped inside the package (``diffir/assets/models``), usable by name everywhere.
+
+Each entry records how it was trained (config + command) and what it measured, so a user can reproduce it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ASSET_DIR = Path(__file__).resolve().parent / "assets" / "models"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    name: str
+    description: str
+    recipe: str  # how it was trained
+    file: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    m.name: m
+    for m in [
+        BundledModel(
+            name="diffir_sr_x4_small",
+            description="bicubic x4 SR, small DiffIR S2 (dim 24, 2 blocks/level, 4.8M parameters) trained on "
+            "T91+BSD200 on a 2-core CPU",
+            recipe="configs/bundled/sr_x4_small_s1.yaml then configs/bundled/sr_x4_small_s2.yaml --from-s1",
+            file="diffir_sr_x4_small.safetensors",
+        ),
+    ]
+}
+
+#: What ``diffir restore`` uses when no ``--model`` is given.
+DEFAULT_MODEL = "diffir_sr_x4_small"
+
+
+def bundled_path(name: str) -> Path | None:
+    entry = BUNDLED.get(name)
+    if entry is None:
+        return None
+    path = ASSET_DIR / entry.file
+    return path if path.is_file() else None
+
+
+def list_bundled() -> list[str]:
+    return [name for name in BUNDLED if bundled_path(name) is not None]
