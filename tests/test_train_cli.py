@@ -144,3 +144,22 @@ def test_torchrun_two_processes_gloo(tmp_path, data_env):
     ref = diffir.load_model(tmp_path / "single" / "model.safetensors")
     for (k, a), b in zip(ddp.state_dict().items(), ref.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), k
+
+
+def test_progressive_patch_and_batch_schedule_runs(tmp_path, data_env, monkeypatch):
+    """Deblur-style progressive training: the engine cuts each batch to the stage's size and window."""
+    import diffir.train.engine as engine
+
+    seen: list[tuple[int, int, int]] = []
+    real_cut = engine.cut_batch
+
+    def spy(batch, size, patch, generator, scales):
+        out = real_cut(batch, size, patch, generator, scales=scales)
+        seen.append((out["gt"].shape[0], out["gt"].shape[-1], out["lq"].shape[-1]))
+        return out
+
+    monkeypatch.setattr(engine, "cut_batch", spy)
+    schedule = "train.progressive={iters: [2, 2], batch_sizes: [4, 2], patch_sizes: [32, 64]}"
+    args = ("--set", schedule, "--set", "data.train.patch_size=64")
+    assert _train("sr_x4_s1.yaml", tmp_path / "prog", *args, iters=4) == 0
+    assert seen == [(4, 32, 8), (4, 32, 8), (2, 64, 16), (2, 64, 16)], seen

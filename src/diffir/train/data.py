@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diffir.errors import ConfigError
-from diffir.train.config import DatasetSection, ProgressiveSection
+from diffir.train.config import DatasetSection
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -148,33 +148,3 @@ def val_items(dataset: Dataset, seed: int) -> Iterator[dict[str, Any]]:
     for i in range(len(dataset)):  # type: ignore[arg-type]
         item = items[(i, sample_seed(seed, i))]
         yield {k: (v.unsqueeze(0) if torch.is_tensor(v) else v) for k, v in item.items()}
-
-
-def progressive_stage(section: ProgressiveSection | None, it: int) -> tuple[int, int] | None:
-    """(mini-batch, patch) of the progressive stage containing 1-based iteration ``it`` (last stage after the end)."""
-    if section is None:
-        return None
-    total = 0
-    for iters, b, p in zip(section.iters, section.batch_sizes, section.patch_sizes, strict=True):
-        total += iters
-        if it <= total:
-            return b, p
-    return section.batch_sizes[-1], section.patch_sizes[-1]
-
-
-def cut_progressive(batch: dict[str, torch.Tensor], size: int, patch: int, scale: int,
-                    generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Keep ``size`` random items and one random ``patch`` window (same for all items; LQ window ``patch/scale``),
-    as the Restormer/DiffIR progressive loop does on the full-size batch."""
-    gt = batch["gt"]
-    keep = torch.randperm(gt.shape[0], generator=generator)[:size]
-    out = {k: v[keep] for k, v in batch.items() if torch.is_tensor(v)}
-    h, w = gt.shape[-2:]
-    if patch < min(h, w):
-        top = int(torch.randint(0, (h - patch) // scale + 1, (1,), generator=generator)) * scale
-        left = int(torch.randint(0, (w - patch) // scale + 1, (1,), generator=generator)) * scale
-        for k, v in out.items():
-            f = v.shape[-1] / w  # LQ tensors are at 1/scale
-            t, l_, p = int(top * f), int(left * f), int(patch * f)
-            out[k] = v[..., t : t + p, l_ : l_ + p]
-    return out

@@ -26,13 +26,12 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from diffir.data.progressive import ProgressiveSchedule, cut_batch
 from diffir.errors import CheckpointError, ConfigError, DiffIRError
 from diffir.train import checkpointing as ckpt
 from diffir.train.config import OptimizerSection, TrainConfig
 from diffir.train.data import (
     build_dataset,
-    cut_progressive,
-    progressive_stage,
     sample_seed,
     train_loader,
     val_items,
@@ -294,9 +293,10 @@ class Trainer:
             with torch.no_grad():
                 pair = self.degradation(batch["gt"], generator=self.gen)
             batch = {**batch, **{k: v.contiguous() for k, v in pair.items() if k in ("lq", "gt", "gt_usm", "mask")}}
-        stage = progressive_stage(self.cfg.train.progressive, it)
-        if stage is not None:
-            batch = cut_progressive(batch, stage[0], stage[1], self.mc.scale, self.gen)
+        prog = self.cfg.train.progressive
+        if prog is not None:  # Restormer/DiffIR progressive training: smaller batch + one shared window
+            size, patch = ProgressiveSchedule(prog.iters, prog.batch_sizes, prog.patch_sizes).at(it)
+            batch = cut_batch(batch, size, patch, self.gen, scales={"lq": self.mc.scale})
         if self.mc.task == "inpaint" and batch["lq"].shape[1] == 3:
             batch["lq"] = torch.cat([batch["gt"] * (1 - batch["mask"]), batch["mask"]], dim=1)
         return batch
