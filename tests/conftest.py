@@ -40,7 +40,10 @@ def tiny_model(preset: str = "diffir_sr_x4_s2", seed: int = 0, **overrides):
 
 
 @pytest.fixture(autouse=True)
-def _few_threads():
-    # CI machines have 2 cores; keep torch from oversubscribing when tests run next to each other.
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+def _one_thread():
+    # Tiny networks: two OpenMP threads spin-wait on each other on a busy 2-core machine (a tiny training step
+    # measured ~20x slower, a 256² tiny forward 3.4x); one thread costs little at these sizes.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(n)

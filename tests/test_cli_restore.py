@@ -6,22 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import diffir
 from conftest import require_shared, tiny_model
 from diffir.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: two OpenMP threads spin-wait on each other on a busy 2-core machine (measured 3.4x
-    # slower than one thread for a 256² tiny forward); one thread costs little at these sizes.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,6 @@ from diffir.errors import DiffIRError, ImageError
 from diffir.pipelines.padding import pad_to_multiple
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: two OpenMP threads spin-wait on each other on a busy 2-core machine (measured 3.4x
-    # slower than one thread for a 256² tiny forward); one thread costs little at these sizes.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def sr4():
     return tiny_model("diffir_sr_x4_s2")

@@ -15,15 +15,6 @@ from diffir.pipelines.tiling import make_grid, run_tiled, window_1d
 aligns = st.sampled_from([1, 8, 16, 32])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: two OpenMP threads spin-wait on each other on a busy 2-core machine (measured 3.4x
-    # slower than one thread for a 256² tiny forward); one thread costs little at these sizes.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @settings(max_examples=200, deadline=None)
 @given(align=aligns, hk=st.integers(1, 20), wk=st.integers(1, 20), tile=st.integers(1, 300),

@@ -29,15 +29,6 @@ def data_env(monkeypatch):
     monkeypatch.setenv("DIFFIR_DATA", str(require_shared("data")))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One intra-op thread: on a busy 2-core machine two OpenMP threads spin-wait on each other and a tiny
-    # training step becomes ~20x slower; alone, one thread costs little at these sizes.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _train(config: str, out: Path, *extra: str, iters: int = 3) -> int:
     return main(["train", "-c", str(CONFIGS / config), "--out", str(out), "--set", f"train.iters={iters}",

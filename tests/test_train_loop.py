@@ -21,15 +21,6 @@ TINY_NET = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "h
             "n_encoder_res": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One intra-op thread: on a busy 2-core machine two OpenMP threads spin-wait on each other and a tiny
-    # training step becomes ~20x slower; alone, one thread costs little at these sizes.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _merge(base: dict, changes: dict) -> dict:
     out = copy.deepcopy(base)
