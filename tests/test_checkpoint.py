@@ -81,13 +81,18 @@ class _LightningThing:  # stands in for OmegaConf objects pickled into Lightning
         self.value = 3
 
 
+class _AttributeDict(dict):  # Lightning pickles `hyper_parameters` as this dict subclass (SETITEMS opcodes)
+    pass
+
+
 def test_lightning_inpainting_ckpt(tmp_path) -> None:
     student, teacher = tiny_model("diffir_inpaint_celeba_s2", seed=1), tiny_model("diffir_inpaint_celeba_s1", seed=2)
     state = {f"generator.{k}": v for k, v in to_official_state_dict(student).items()}
     state.update({f"generatorS1.{k}": v for k, v in teacher.state_dict().items()})
     state["discriminator.model0.0.weight"] = torch.zeros(2)
     state["val_evaluator.scores.ssim.weight"] = torch.zeros(2)
-    ckpt = {"state_dict": state, "hyper_parameters": {"cfg": _LightningThing()}, "epoch": 3}
+    hparams = _AttributeDict(cfg=_LightningThing(), kind="DiffIRS2")
+    ckpt = {"state_dict": state, "hyper_parameters": hparams, "epoch": 3}
     torch.save(ckpt, tmp_path / "last.ckpt")
     loaded = load_model(tmp_path / "last.ckpt")
     assert loaded.config.task == "inpaint" and loaded.config.stage == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +18,16 @@ import torch
 from diffir.errors import CheckpointError
 
 
-class _Placeholder(dict):
-    """Accepts whatever the unpickler feeds it (constructor args, state, items, list appends)."""
+class _Placeholder:
+    """Stands in for any non-tensor class of the file; its instances are inert ``OrderedDict``s.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__()
-        self._args = args
+    torch's ``weights_only`` unpickler lets SETITEMS/BUILD act only on exact dict/OrderedDict instances, so a
+    placeholder must *be* one: dict subclasses (Lightning's ``AttributeDict`` hparams) get their items, plain
+    objects (OmegaConf configs, enums) their state in ``__dict__``.  No code of the original class ever runs.
+    """
 
-    def __setstate__(self, state: Any) -> None:
-        self._state = state
-
-    def append(self, item: Any) -> None:
-        self.setdefault("_items", []).append(item)
-
-    def extend(self, items: Any) -> None:
-        self.setdefault("_items", []).extend(items)
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG004 - the arguments are data, ignored
+        return OrderedDict()
 
 
 def _placeholders(names: list[str]) -> list[tuple[type, str]]:
@@ -76,7 +72,8 @@ def read_torch_file(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_error = str(exc).splitlines()[0]
+        # torch's message is several lines of advice; the reason follows "WeightsUnpickler error:".
+        first_error = str(exc).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{path}: not a readable PyTorch or safetensors checkpoint ({str(exc).splitlines()[0][:120]})"
@@ -87,11 +84,14 @@ def read_torch_file(path: str | Path) -> Any:
             f"{path}: contains pickled Python objects besides tensors and this torch is too old to skip them "
             "safely (needs torch>=2.6); re-save only the state_dict"
         )
+    names: list[str] = []
     try:
         names = get_unsafe(path)
         with torch.serialization.safe_globals(_placeholders(names)):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here is "cannot read safely"
+    except Exception:  # noqa: BLE001 - any failure here is "cannot read safely"
+        what = ", ".join(names[:3]) or first_error[:100]
         raise CheckpointError(
-            f"{path}: refusing to unpickle non-tensor objects ({first_error[:100]}; {str(exc).splitlines()[0][:80]})"
+            f"{path}: refusing to unpickle non-tensor objects ({what}); re-save only the state_dict "
+            "(torch.save(model.state_dict(), ...)) or convert it to .safetensors"
         ) from None

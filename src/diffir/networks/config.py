@@ -164,9 +164,12 @@ class DiffIRConfig:
 
     @classmethod
     def from_official_kwargs(cls, task: str, stage: int, kwargs: dict[str, Any]) -> DiffIRConfig:
-        """Build from the kwargs given to the official constructors (unknown kwargs are rejected)."""
+        """Build from the kwargs given to the official constructors (unknown kwargs are rejected).
+
+        Omitted kwargs take the official constructor defaults, which differ between the classes (specs §3.1).
+        """
         rename = {"inp_channels": "in_channels", "LayerNorm_type": "layernorm", "dual_pixel_task": "dual_pixel"}
-        data = {rename.get(k, k): v for k, v in kwargs.items()}
+        data = {rename.get(k, k): v for k, v in {**official_defaults(task, stage), **kwargs}.items()}
         if task == "sr":
             # The official SR DIRformer overwrites inp_channels from the scale; image channels = out channels.
             data["in_channels"] = data.get("out_channels", 3)
@@ -176,6 +179,19 @@ class DiffIRConfig:
         if data.get("layernorm", "WithBias") != "BiasFree":  # the official code: anything else is WithBias
             data["layernorm"] = "WithBias"
         return cls.from_dict(data, task=task, stage=stage)
+
+
+def official_defaults(task: str, stage: int) -> dict[str, Any]:
+    """Defaults of the official ``DiffIRS1``/``DiffIRS2`` constructors of one task folder (specs §3.1)."""
+    kw: dict[str, Any] = dict(
+        n_encoder_res=6, inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
+        heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
+    )
+    if task == "inpaint" and stage == 1:  # the inpainting S1 class has its own defaults; its S2 class does not
+        kw.update(n_encoder_res=5, inp_channels=4, num_blocks=[3, 5, 6, 6], ffn_expansion_factor=2)
+    if stage == 2:
+        kw.update(n_denoise_res=1, linear_start=0.1, linear_end=0.99, timesteps=4)
+    return kw
 
 
 def check_keys(data: dict[str, Any], allowed: list[str], what: str) -> None:
