@@ -75,9 +75,10 @@ def read_torch_file(path: str | Path) -> Any:
         # torch's message is several lines of advice; the reason follows "WeightsUnpickler error:".
         first_error = str(exc).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch or safetensors checkpoint ({str(exc).splitlines()[0][:120]})"
-        ) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, EOFError) or "central directory" in reason or "zip archive" in reason:
+            reason = "truncated or corrupt file; download or copy it again"
+        raise CheckpointError(f"{path}: not a readable PyTorch or safetensors checkpoint ({reason[:120]})") from None
     get_unsafe = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
     if get_unsafe is None:
         raise CheckpointError(
