@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from diffir.diffusion.schedule import BUFFER_NAMES, make_schedule
-from diffir.networks.config import IPR_DIM
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _randn(batch: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One official draw: float32 ``randn((batch, D))`` with D the IPR size of ``like`` (256 in DiffIR)."""
     device = generator.device if generator is not None else torch.device("cpu")
-    noise = torch.randn((batch, IPR_DIM), generator=generator, device=device, dtype=torch.float32)
+    noise = torch.randn((batch, like.shape[-1]), generator=generator, device=device, dtype=torch.float32)
     return noise.to(device=like.device, dtype=like.dtype)
 
 
