@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import diffir
 from conftest import REPO, require_shared
@@ -112,7 +113,13 @@ def test_kill_9_then_resume_auto_loses_nothing(tmp_path):
     iters = [r["iter"] for r in _log(out) if "loss" in r]
     assert iters[-1] == 8 and set(range(1, 9)) <= set(iters)
     assert not list((out / "checkpoints").glob(".tmp_*"))
-    diffir.load_model(out / "model.safetensors")
+    # ... and the weights equal those of an uninterrupted 8-iteration run, bit for bit
+    ref = tmp_path / "ref"
+    cmd_ref = [*cmd[: cmd.index("--out") + 1], str(ref), *cmd[cmd.index("--out") + 2 :], "--set", "train.iters=8"]
+    assert subprocess.run(cmd_ref, env=_env(), capture_output=True, timeout=300).returncode == 0
+    for name in ("model.safetensors", "checkpoints/iter_00000008/params.safetensors"):
+        got, want = load_file(str(out / name)), load_file(str(ref / name))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got), name
 
 
 def test_torchrun_two_processes_gloo(tmp_path, data_env):

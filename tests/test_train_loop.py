@@ -142,9 +142,12 @@ def _crash_at(trainer: Trainer, at: int) -> None:
     trainer.train_iteration = crashing  # type: ignore[method-assign]
 
 
-@pytest.mark.parametrize("kind", ["sr_s2_warmup_workers", "inpaint_s1_gan"])
+@pytest.mark.parametrize("kind", ["sr_s2_warmup_workers", "inpaint_s1_gan", "sr_s1_pair_pool"])
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, kind):
-    if kind == "sr_s2_warmup_workers":
+    if kind == "sr_s1_pair_pool":  # Real-ESRGAN's training-pair pool is part of the resumable state
+        cfg = sr_config("s1", data={"train": {"pool_size": 8}}, checkpoint={"every": 3})
+        make = lambda out, **kw: Trainer(cfg, out, **kw)  # noqa: E731
+    elif kind == "sr_s2_warmup_workers":
         s1 = str(random_s1(tmp_path))
         cfg = sr_config("s2", train={"iters": 6, "encoder_iters": 2},
                         data={"train": {"num_workers": 2}}, checkpoint={"every": 3})
@@ -178,6 +181,18 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, kind):
     last_b = [r for r in records(tmp_path / "b") if r.get("iter") == 6][-1]
     assert {k: v for k, v in last_a.items() if k not in ("it_s", "eta_s")} == {
         k: v for k, v in last_b.items() if k not in ("it_s", "eta_s")}
+
+
+def test_pair_pool_swaps_in_past_pairs(tmp_path):
+    t = Trainer(sr_config("s1", data={"train": {"pool_size": 8}}), tmp_path / "run")
+    b1, b2, b3 = (t._next_batch(i) for i in (1, 2, 3))  # two batches fill the pool and pass through
+    assert t.pool.filled == 8
+    past_gt, past_lq = torch.cat([b1["gt"], b2["gt"]]), torch.cat([b1["lq"], b2["lq"]])
+    for gt, lq in zip(b3["gt"], b3["lq"], strict=True):  # the third batch: past pairs, still aligned
+        (idx,) = [k for k in range(8) if torch.equal(past_gt[k], gt)]
+        assert torch.equal(past_lq[idx], lq)
+    with pytest.raises(ConfigError, match="pool_size 6 must be a multiple of train.batch_size 4"):
+        sr_config("s1", data={"train": {"pool_size": 6}})
 
 
 def test_nan_guard_rolls_back_to_last_checkpoint(tmp_path):

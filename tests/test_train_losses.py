@@ -93,7 +93,7 @@ def test_discriminator_shapes_and_keys():
 def test_vgg_missing_weights_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="VGG19 weights not found: .*vgg19.pth"):
         VGGPerceptualLoss({"conv5_4": 1.0}, tmp_path / "vgg19.pth")
-    with pytest.raises(ConfigError, match="needs losses.perceptual.vgg_weights"):
+    with pytest.raises(ConfigError, match="needs a VGG19 weights file: --set losses.perceptual.vgg_weights="):
         VGGPerceptualLoss({"conv5_4": 1.0}, None)
 
 

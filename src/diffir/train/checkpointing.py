@@ -114,8 +114,14 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
 
 # ------------------------------------------------------------------------------------------------ save/load
 def save_checkpoint(out: Path, iteration: int, weights: dict[str, nn.Module], state: dict[str, Any],
-                    keep: int) -> Path:
-    """Write ``iter_<iteration>`` atomically and prune all but the newest ``keep`` checkpoints."""
+                    keep: int, tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write ``iter_<iteration>`` atomically and prune all but the newest ``keep`` checkpoints.
+
+    ``tensors`` maps a file stem to a flat dict of tensors saved as ``<stem>.safetensors`` (e.g. the training-pair
+    pool), read back with :func:`load_tensors`.
+    """
+    from safetensors.torch import save_file
+
     root = checkpoint_dir(out)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"iter_{iteration:08d}"
@@ -125,6 +131,8 @@ def save_checkpoint(out: Path, iteration: int, weights: dict[str, nn.Module], st
     tmp.mkdir()
     for name, module in weights.items():
         save_weights(module, tmp / f"{name}.safetensors")
+    for name, flat in (tensors or {}).items():
+        save_file({k: v.detach().cpu().contiguous() for k, v in flat.items()}, str(tmp / f"{name}.safetensors"))
     torch.save(state, tmp / "state.pt")
     for f in tmp.iterdir():  # make the data durable before the rename publishes it
         with open(f, "rb") as fh:
@@ -138,6 +146,13 @@ def save_checkpoint(out: Path, iteration: int, weights: dict[str, nn.Module], st
         if stale != tmp:
             shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def load_tensors(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """A flat dict of tensors written by :func:`save_checkpoint` (``tensors=``), moved to ``device``."""
+    from safetensors.torch import load_file
+
+    return {k: v.to(device) for k, v in load_file(str(path)).items()}
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:

@@ -52,6 +52,8 @@ class DatasetSection(Section):
     mask: dict[str, Any] = Field(default_factory=dict, description="LamaMaskGenerator options (inpaint)")
     max_images: int | None = Field(None, description="use only the first N images (validation)")
     num_workers: int = 0
+    pool_size: int = Field(0, ge=0, description="Real-ESRGAN training-pair pool (queue_size; RealSR: 180) per "
+                           "process; 0 = off.  Must be a multiple of train.batch_size")
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSection:
@@ -258,6 +260,9 @@ class TrainConfig(Section):
             raise ValueError("stage 'gan' needs a discriminator section")
         if self.train.encoder_iters and self.optim.e is None:
             raise ValueError("train.encoder_iters > 0 needs optim.e (the warm-up optimiser)")
+        if self.data.train.pool_size % self.train.batch_size:
+            raise ValueError(f"data.train.pool_size {self.data.train.pool_size} must be a multiple of "
+                             f"train.batch_size {self.train.batch_size}")
         return self
 
     # ---------------------------------------------------------------------------------------- helpers
@@ -328,10 +333,14 @@ def _allowed_keys(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
 
 
-def _one_line(err: ValidationError, source: str) -> str:
+def _one_line(err: ValidationError, source: str, set_keys: list[str] | None = None) -> str:
     first = err.errors()[0]
     loc = tuple(p for p in first["loc"] if not isinstance(p, int))
     dotted = ".".join(str(p) for p in first["loc"])
+    for key in set_keys or []:  # the offending value came from the command line, not from the file
+        if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+            source = f"--set {key}"
+            break
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(TrainConfig, loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
@@ -344,11 +353,12 @@ def _one_line(err: ValidationError, source: str) -> str:
     return f"{source}: {dotted or 'config'}: {msg}" if dotted else f"{source}: {msg}"
 
 
-def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
+def parse_config(data: dict[str, Any], source: str = "config", set_keys: list[str] | None = None) -> TrainConfig:
+    """Validate a config mapping; ``set_keys`` (dotted keys given with ``--set``) only sharpen error messages."""
     try:
         return TrainConfig.model_validate(expand_vars(data))
     except ValidationError as err:
-        raise ConfigError(_one_line(err, source)) from None
+        raise ConfigError(_one_line(err, source, set_keys)) from None
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
@@ -362,4 +372,6 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping")
-    return parse_config(apply_overrides(data, overrides or []), source=str(p))
+    overrides = overrides or []
+    set_keys = [o.split("=", 1)[0].strip() for o in overrides]
+    return parse_config(apply_overrides(data, overrides), source=str(p), set_keys=set_keys)

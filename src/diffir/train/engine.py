@@ -7,6 +7,9 @@ EMA update → log / validate / checkpoint.
 Every random draw of an iteration comes from generators re-seeded from (seed, iteration, rank, rollbacks) and
 the data stream is addressed by iteration (:mod:`diffir.train.data`), so a resumed run repeats an uninterrupted
 one bit for bit on the CPU.
+
+Stage wiring lives in :mod:`diffir.train.stages`, the per-stage forward passes and losses in
+:mod:`diffir.train.objectives`, validation in :mod:`diffir.train.validation`.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from diffir.data.degradations.realesrgan import TrainingPairPool
 from diffir.data.progressive import ProgressiveSchedule, cut_batch
-from diffir.errors import CheckpointError, ConfigError, DiffIRError
+from diffir.errors import CheckpointError, DiffIRError
 from diffir.train import checkpointing as ckpt
 from diffir.train.config import OptimizerSection, TrainConfig
 from diffir.train.data import (
@@ -39,17 +42,11 @@ from diffir.train.data import (
 from diffir.train.discriminators import build_discriminator
 from diffir.train.distributed import DistContext
 from diffir.train.ema import ModelEMA
-from diffir.train.losses import (
-    KDLoss,
-    VGGPerceptualLoss,
-    feature_matching_loss,
-    l1_loss,
-    masked_l1_loss,
-    nonsaturating_d_loss,
-    nonsaturating_g_loss,
-    vanilla_gan_loss,
-)
+from diffir.train.losses import KDLoss, VGGPerceptualLoss
+from diffir.train.objectives import Objectives
 from diffir.train.schedules import apply_lr, lr_at
+from diffir.train.stages import initialise_stage, load_teacher
+from diffir.train.validation import evaluate
 
 
 class TrainingDiverged(DiffIRError):
@@ -69,7 +66,7 @@ def _make_optimizer(params: list[nn.Parameter], section: OptimizerSection) -> to
     return cls(params, lr=section.lr, betas=section.betas, weight_decay=section.weight_decay)
 
 
-class Trainer:
+class Trainer(Objectives):
     """Build everything a config describes, then :meth:`fit`."""
 
     def __init__(
@@ -103,7 +100,8 @@ class Trainer:
         self.teacher: nn.Module | None = None
         resume_dir = ckpt.resolve_resume(self.out, resume)
         if resume_dir is None:
-            self._initialise(from_s1 or cfg.model.from_s1, from_s2 or cfg.model.from_s2)
+            self.teacher = initialise_stage(self.student, self.stage, from_s1 or cfg.model.from_s1,
+                                            from_s2 or cfg.model.from_s2, self.device)
         else:
             self._load_teacher_from(resume_dir)
         self.student.train()
@@ -144,6 +142,7 @@ class Trainer:
         self.degradation = self._build_degradation(cfg.data.train)
         self.val_degradation = self._build_degradation(cfg.data.val) if cfg.data.val is not None else None
         self.gen = torch.Generator()  # per-iteration noise: diffusion, degradations, progressive crops
+        self.pool = self._new_pool()
 
         self.start_iter = 0
         if resume_dir is not None:
@@ -166,6 +165,11 @@ class Trainer:
                     self.writer = None
 
     # ------------------------------------------------------------------------------------------ set-up
+    def _new_pool(self) -> TrainingPairPool | None:
+        """Real-ESRGAN's training-pair pool (``data.train.pool_size``, RealSR ``queue_size`` 180), per process."""
+        size = self.cfg.data.train.pool_size
+        return TrainingPairPool(size) if size else None
+
     def _build_degradation(self, section) -> nn.Module | None:
         if section is None or section.kind != "folder" or section.degradation is None:
             return None
@@ -173,53 +177,9 @@ class Trainer:
 
         return build_degradation(section.degradation.name, **section.degradation.options).to(self.device)
 
-    def _initialise(self, from_s1: str | None, from_s2: str | None) -> None:
-        """Stage wiring: S2 ← S1 (DIRformer copied, CPEN_S1 frozen teacher); GAN ← S2 (+ its teacher)."""
-        from diffir import load_model
-
-        if self.stage == "s1":
-            if from_s1 or from_s2:
-                raise ConfigError("stage s1 trains from scratch; --from-s1/--from-s2 are for stages s2/gan")
-            return
-        if self.stage == "gan" and from_s2 is None:
-            raise ConfigError("stage 'gan' starts from a stage-2 model: pass --from-s2 RUN_DIR|CKPT")
-        if self.stage == "s2" and from_s2 is None and from_s1 is None:
-            raise ConfigError("stage 's2' starts from a stage-1 model: pass --from-s1 RUN_DIR|CKPT")
-        teacher_path = ckpt.resolve_weights(from_s1) if from_s1 else ckpt.resolve_teacher(from_s2)  # type: ignore[arg-type]
-        if teacher_path is None:
-            raise ConfigError(f"no S1 teacher found next to {from_s2}; pass --from-s1 as well")
-        self.teacher = self._load_teacher(teacher_path)
-        if from_s2 is not None:
-            s2 = load_model(ckpt.resolve_weights(from_s2))
-            if s2.config.stage != 2:
-                raise ConfigError(f"--from-s2 {from_s2}: that is a stage-{s2.config.stage} model")
-            self._check_same(s2.config, "--from-s2 " + str(from_s2), ignore=("stage",))
-            self.student.load_state_dict(s2.state_dict())
-        else:
-            self.student.G.load_state_dict(self.teacher.G.state_dict())
-
-    def _check_same(self, other, what: str, ignore: tuple[str, ...] = ()) -> None:
-        mine, theirs = self.mc.to_dict(), other.to_dict()
-        for k in mine:
-            if k not in ignore and mine[k] != theirs.get(k):
-                raise ConfigError(
-                    f"{what}: {k}={theirs.get(k)!r} but the configured model has {k}={mine[k]!r} "
-                    "(use the same preset/overrides as the earlier stage)"
-                )
-
-    def _load_teacher(self, path: Path) -> nn.Module:
-        from diffir import load_model
-
-        teacher = load_model(path)
-        if teacher.config.stage != 1:
-            raise ConfigError(f"{path}: the teacher must be a stage-1 model, got stage {teacher.config.stage}")
-        self._check_same(teacher.config, f"S1 checkpoint {path}", ignore=("stage", "n_denoise_res", "timesteps",
-                                                                          "linear_start", "linear_end"))
-        return teacher.to(self.device).eval().requires_grad_(False)
-
     def _load_teacher_from(self, ckpt_dir: Path) -> None:
         if self.stage != "s1":
-            self.teacher = self._load_teacher(ckpt_dir / "teacher.safetensors")
+            self.teacher = load_teacher(ckpt_dir / "teacher.safetensors", self.mc, self.device)
 
     def _make_loader(self):
         t = self.cfg.train
@@ -274,11 +234,15 @@ class Trainer:
         self.loss_history = deque(state.get("loss_history", []), maxlen=self.cfg.guard.window)
         self.best = dict(state.get("best", {}))
         self.start_iter = int(state["iteration"])
+        self.pool = self._new_pool()
+        if self.pool is not None and (ckpt_dir / "pair_pool.safetensors").is_file():
+            self.pool.load_state_dict(ckpt.load_tensors(ckpt_dir / "pair_pool.safetensors", self.device))
 
     def save(self, iteration: int) -> None:
         if self.dist.is_main:
+            tensors = {"pair_pool": self.pool.state_dict()} if self.pool is not None and self.pool.filled else {}
             ckpt.save_checkpoint(self.out, iteration, self._weights(), self._state(iteration),
-                                 self.cfg.checkpoint.keep)
+                                 self.cfg.checkpoint.keep, tensors)
         self.dist.barrier()
 
     # ---------------------------------------------------------------------------------------- one step
@@ -293,6 +257,8 @@ class Trainer:
             with torch.no_grad():
                 pair = self.degradation(batch["gt"], generator=self.gen)
             batch = {**batch, **{k: v.contiguous() for k, v in pair.items() if k in ("lq", "gt", "gt_usm", "mask")}}
+        if self.pool is not None:  # swap the fresh pairs for random past ones (decorrelates the batches)
+            batch = {**batch, **self.pool({k: batch[k] for k in ("lq", "gt", "gt_usm") if k in batch}, self.gen)}
         prog = self.cfg.train.progressive
         if prog is not None:  # Restormer/DiffIR progressive training: smaller batch + one shared window
             size, patch = ProgressiveSchedule(prog.iters, prog.batch_sizes, prog.patch_sizes).at(it)
@@ -305,106 +271,6 @@ class Trainer:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def _teacher_ipr(self, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-        assert self.teacher is not None
-        with torch.no_grad():  # frozen: upstream computes its graph but never applies the gradients
-            return self.teacher.prior(lq, gt)
-
-    def _generate(self, batch: dict[str, torch.Tensor], warmup: bool) -> tuple[torch.Tensor | None, dict]:
-        """Forward of the trainee.  Returns (restored image or None in the warm-up, KD terms)."""
-        lq, gt = batch["lq"], self._target(batch)
-        s = self.student
-        if self.stage == "s1":
-            return s(lq, gt), {}
-        ipr_s1 = self._teacher_ipr(lq, gt)
-        diff = self.cfg.diffusion
-        if warmup:  # phase A: only CPEN_S2 + denoiser, KD loss only, DIRformer untouched
-            cond = s.condition_of(lq)
-            iprs = s.diffusion.train_chain(s.denoise, ipr_s1, cond, generator=self.gen) if diff.enabled else [cond]
-            return None, self._kd(iprs[-1], ipr_s1)
-        if diff.optimization == "traditional" and diff.enabled:
-            # V2: the denoiser learns the per-step x0 objective at a random t; the DIRformer gets the IPR sampled by
-            # the (detached) reverse chain, so no gradient links the two.
-            cond = s.condition_of(lq)
-            b, T = lq.shape[0], s.diffusion.timesteps
-            t = torch.randint(0, T, (b,), generator=self.gen).to(self.device)
-            noise = torch.randn(ipr_s1.shape, generator=self.gen).to(self.device, ipr_s1.dtype)
-            x0 = s.denoise(s.diffusion.q_sample(ipr_s1, t, noise), t, cond)
-            with torch.no_grad():
-                ipr = s.diffusion.train_chain(s.denoise, ipr_s1, cond, generator=self.gen)[-1]
-            return s.G(lq, ipr.to(lq.dtype)), self._kd(x0, ipr_s1)
-        out, iprs = s(lq, ipr_s1, generator=self.gen)  # V3 (joint through all T steps), V1, V4
-        return out, self._kd(iprs[-1], ipr_s1)
-
-    def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The restoration target: GT, or USM-sharpened GT in the RealSR V2 recipes."""
-        if self.cfg.losses.usm_targets:
-            if "gt_usm" not in batch:
-                raise ConfigError("losses.usm_targets needs a degradation that returns gt_usm (gt_usm: true)")
-            return batch["gt_usm"]
-        return batch["gt"]
-
-    def _kd(self, student_ipr: torch.Tensor, teacher_ipr: torch.Tensor) -> dict:
-        loss, logs = self.kd(student_ipr, teacher_ipr)
-        return {"loss": loss, "logs": logs}
-
-    def _g_losses(self, batch: dict[str, torch.Tensor], warmup: bool) -> tuple[torch.Tensor, dict[str, float], Any]:
-        cfg = self.cfg.losses
-        out, kd = self._generate(batch, warmup)
-        logs: dict[str, float] = {}
-        terms: list[torch.Tensor] = []
-        if kd:
-            terms.append(kd["loss"])
-            logs.update(kd["logs"])
-            logs["loss_kd"] = kd["loss"].item()
-        if out is None:
-            return torch.stack(terms).sum(), logs, None
-        gt = self._target(batch)
-        if self.mc.task == "inpaint":
-            rec = masked_l1_loss(out, gt, batch["mask"], cfg.masked_l1_known, cfg.masked_l1_missing)
-        else:
-            rec = cfg.pixel * l1_loss(out, gt)
-        terms.append(rec)
-        logs["loss_pix"] = rec.item()
-        if self.perceptual is not None:
-            p = cfg.perceptual.weight * self.perceptual(out, gt)
-            terms.append(p)
-            logs["loss_percep"] = p.item()
-        if self.resnet_pl is not None:
-            p = cfg.resnet_pl.weight * self.resnet_pl(out, gt)
-            terms.append(p)
-            logs["loss_resnet_pl"] = p.item()
-        if self.disc is not None:
-            logits, feats = self.disc(out)
-            if cfg.gan.type == "vanilla":
-                adv = cfg.gan.weight * vanilla_gan_loss(logits, True)
-            else:
-                adv = cfg.gan.weight * nonsaturating_g_loss(logits)
-            terms.append(adv)
-            logs["loss_gan"] = adv.item()
-            if cfg.gan.feature_matching > 0:
-                with torch.no_grad():
-                    _, real_feats = self.disc(batch["gt"])
-                fm = cfg.gan.feature_matching * feature_matching_loss(feats, real_feats)
-                terms.append(fm)
-                logs["loss_fm"] = fm.item()
-        return torch.stack([t.float() for t in terms]).sum(), logs, out.detach()
-
-    def _d_losses(self, batch: dict[str, torch.Tensor], fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        assert self.disc is not None
-        gan = self.cfg.losses.gan
-        gt = batch["gt"]
-        if gan.type == "vanilla":
-            real_logits, _ = self.disc(gt)
-            fake_logits, _ = self.disc(fake)
-            l_real, l_fake = vanilla_gan_loss(real_logits, True), vanilla_gan_loss(fake_logits, False)
-            return l_real + l_fake, {"d_real": l_real.item(), "d_fake": l_fake.item()}
-        real = gt.detach().requires_grad_(gan.r1_weight > 0)
-        real_logits, _ = self.disc(real)
-        fake_logits, _ = self.disc(fake)
-        return nonsaturating_d_loss(real_logits, fake_logits, real, batch.get("mask"), gan.r1_weight,
-                                    gan.mask_as_fake)
 
     def _set_lrs(self, it: int, warmup: bool) -> dict[str, float]:
         o, factor = self.cfg.optim, self.cfg.guard.lr_factor**self.rollbacks
@@ -509,61 +375,27 @@ class Trainer:
         return self.start_iter
 
     # -------------------------------------------------------------------------------------- validation
-    @torch.no_grad()
     def validate(self, it: int) -> dict[str, float] | None:
+        """Score the EMA (else the trained) network on the validation set; track and save the best."""
         if self.val_set is None or not self.dist.is_main:
             return None
         model = self.ema.module if self.ema is not None else self.student
-        was_training = model.training
-        model.eval()
-        psnrs, ssims, grid = [], [], None
-        for i, item in enumerate(val_items(self.val_set, self.cfg.val.seed)):
-            batch = {k: v.to(self.device) for k, v in item.items() if torch.is_tensor(v)}
-            if self.val_degradation is not None:
-                g = torch.Generator().manual_seed(sample_seed(self.cfg.val.seed, i))
-                pair = self.val_degradation(batch["gt"], generator=g)
-                batch.update(lq=pair["lq"], gt=pair["gt"])
-            out = self._restore_image(model, batch)
-            if self.mc.task == "inpaint":
-                out = batch["mask"] * out + (1 - batch["mask"]) * batch["gt"]
-            p, s = _psnr_ssim(out, batch["gt"], self.cfg.val.crop_border, self.cfg.val.y_channel)
-            psnrs.append(p)
-            ssims.append(s)
-            if grid is None:
-                grid = _grid(batch["lq"][:, :3], out, batch["gt"])
-        model.train(was_training)
-        result = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+        v = self.cfg.val
+        result, grid = evaluate(model, val_items(self.val_set, v.seed), self.device, self.stage,
+                                self.val_degradation, v.crop_border, v.y_channel, v.seed)
         if self.writer is not None:
-            for k, v in result.items():
-                self.writer.add_scalar(f"val/{k}", v, it)
+            for k, val in result.items():
+                self.writer.add_scalar(f"val/{k}", val, it)
             if grid is not None and self.cfg.log.images:
                 self.writer.add_image("val/lq_output_gt", grid, it)
-        metric = self.cfg.val.metric
-        improved = not self.best or result[metric] > self.best["value"]
+        improved = not self.best or result[v.metric] > self.best["value"]
         if improved:
-            self.best = {"metric": metric, "value": result[metric], "iter": it}
+            self.best = {"metric": v.metric, "value": result[v.metric], "iter": it}
             ckpt.save_weights(model, self.out / "model_best.safetensors")
             (self.out / "best.json").write_text(json.dumps(self.best))
         with open(self.out / "val.jsonl", "a") as fh:
             fh.write(json.dumps({"iter": it, **result, "best": improved}) + "\n")
         return result
-
-    def _restore_image(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Whole-image inference: reflect-pad the LQ to the network's size multiple, crop the output."""
-        lq, gt = batch["lq"], batch["gt"]
-        m, scale = self.mc.size_multiple, self.mc.scale
-        h, w = lq.shape[-2:]
-        ph, pw = (-h) % m, (-w) % m
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        lq_p = F.pad(lq, (0, pw, 0, ph), mode=mode) if ph or pw else lq
-        if self.stage == "s1":
-            gt_p = F.pad(gt, (0, pw * scale, 0, ph * scale), mode=mode) if ph or pw else gt
-            out = model(lq_p, gt_p)
-        else:
-            out = model(lq_p, generator=torch.Generator().manual_seed(self.cfg.val.seed))
-        if isinstance(out, tuple):
-            out = out[0]
-        return out[..., : h * scale, : w * scale].clamp(0, 1)
 
     # ------------------------------------------------------------------------------------------ logging
     def _log_event(self, record: dict[str, Any]) -> None:
@@ -637,28 +469,6 @@ class Trainer:
             self.writer.close()
         self.dist.barrier()
         return {"iter": it, "last": last_logs, "best": self.best}
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-def _psnr_ssim(out: torch.Tensor, gt: torch.Tensor, crop: int, y: bool) -> tuple[float, float]:
-    """BasicSR PSNR/SSIM on rounded 8-bit images (diffir.metrics); a plain PSNR if that module is missing."""
-    a = (out[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
-    b = (gt[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
-    try:
-        from diffir.metrics.psnr_ssim import calculate_psnr, calculate_ssim
-    except ImportError:
-        if crop:
-            a, b = a[crop:-crop, crop:-crop], b[crop:-crop, crop:-crop]
-        mse = float(np.mean((a - b) ** 2))
-        return (float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)), float("nan")
-    return (calculate_psnr(a, b, crop, input_order="HWC", test_y_channel=y),
-            calculate_ssim(a, b, crop, input_order="HWC", test_y_channel=y))
-
-
-def _grid(lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """[LQ (nearest-upsampled) | output | GT] side by side, CHW in [0, 1]."""
-    lq = F.interpolate(lq.float(), size=gt.shape[-2:], mode="nearest")
-    return torch.cat([lq[0], out[0].float(), gt[0].float()], dim=-1).clamp(0, 1).cpu()
 
 
 def check_resumable(out: Path) -> None:

@@ -68,8 +68,9 @@ class VGG19Features(nn.Module):
         p = Path(path)
         if not p.is_file():
             raise ConfigError(
-                f"VGG19 weights not found: {p} (losses.perceptual.vgg_weights; an ImageNet VGG19 state_dict, "
-                "e.g. torchvision's vgg19-dcbb9e9d.pth; or set losses.perceptual.weight: 0)"
+                f"VGG19 weights not found: {p}. Put torchvision's ImageNet VGG19 (vgg19-dcbb9e9d.pth, or a "
+                "safetensors copy) there, or point to it with DIFFIR_VGG19=/path (shipped configs) or --set "
+                "losses.perceptual.vgg_weights=/path; or train without it: --set losses.perceptual.weight=0"
             )
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -98,7 +99,10 @@ class VGGPerceptualLoss(nn.Module):
                  imagenet_norm: bool = True) -> None:
         super().__init__()
         if weights_path is None:
-            raise ConfigError("losses.perceptual.weight > 0 needs losses.perceptual.vgg_weights (a VGG19 file)")
+            raise ConfigError(
+                "losses.perceptual.weight > 0 needs a VGG19 weights file: --set losses.perceptual.vgg_weights="
+                "/path/to/vgg19-dcbb9e9d.pth (torchvision's ImageNet VGG19, .pth or .safetensors; never downloaded), "
+                "or --set losses.perceptual.weight=0")
         self.layer_weights = dict(layer_weights)
         self.vgg = VGG19Features(list(self.layer_weights))
         self.vgg.load_weights(weights_path)

@@ -1,0 +1,69 @@
+"""Stage wiring: S2 starts from S1 (DIRformer copied, CPEN_S1 frozen as teacher); GAN starts from S2.
+
+Follows the official initialisation (specs §4.3): the S2 network takes the S1 checkpoint's ``G.*`` weights
+(EMA preferred), its CPEN_S2 and denoiser start fresh; the whole S1 network is kept, frozen, as the teacher
+whose CPEN_S1 gives the target IPR.  The GAN stage copies every S2 weight and reuses the S2 run's teacher.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from diffir.errors import ConfigError
+from diffir.train import checkpointing as ckpt
+
+# DiffIRConfig fields that legitimately differ between an S1 teacher and the S2 network it trains
+_S1_ONLY_DIFFERENCES = ("stage", "n_denoise_res", "timesteps", "linear_start", "linear_end")
+
+
+def check_same(mine, theirs, what: str, ignore: tuple[str, ...] = ()) -> None:
+    """Raise a one-line error when two network configs differ in a field outside ``ignore``."""
+    a, b = mine.to_dict(), theirs.to_dict()
+    for k in a:
+        if k not in ignore and a[k] != b.get(k):
+            raise ConfigError(
+                f"{what}: {k}={b.get(k)!r} but the configured model has {k}={a[k]!r} "
+                "(use the same preset/overrides as the earlier stage)"
+            )
+
+
+def load_teacher(path: Path, model_config, device: torch.device) -> nn.Module:
+    """The frozen S1 network (eval mode, no gradients) from a model file."""
+    from diffir import load_model
+
+    teacher = load_model(path)
+    if teacher.config.stage != 1:
+        raise ConfigError(f"{path}: the teacher must be a stage-1 model, got stage {teacher.config.stage}")
+    check_same(model_config, teacher.config, f"S1 checkpoint {path}", ignore=_S1_ONLY_DIFFERENCES)
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+def initialise_stage(student: nn.Module, stage: str, from_s1: str | None, from_s2: str | None,
+                     device: torch.device) -> nn.Module | None:
+    """Load the earlier stage into ``student``; returns the teacher (None for stage s1)."""
+    from diffir import load_model
+
+    if stage == "s1":
+        if from_s1 or from_s2:
+            raise ConfigError("stage s1 trains from scratch; --from-s1/--from-s2 are for stages s2/gan")
+        return None
+    if stage == "gan" and from_s2 is None:
+        raise ConfigError("stage 'gan' starts from a stage-2 model: pass --from-s2 RUN_DIR|CKPT")
+    if stage == "s2" and from_s2 is None and from_s1 is None:
+        raise ConfigError("stage 's2' starts from a stage-1 model: pass --from-s1 RUN_DIR|CKPT")
+    teacher_path = ckpt.resolve_weights(from_s1) if from_s1 else ckpt.resolve_teacher(from_s2)  # type: ignore[arg-type]
+    if teacher_path is None:
+        raise ConfigError(f"no S1 teacher found next to {from_s2}; pass --from-s1 as well")
+    teacher = load_teacher(teacher_path, student.config, device)
+    if from_s2 is not None:
+        s2 = load_model(ckpt.resolve_weights(from_s2))
+        if s2.config.stage != 2:
+            raise ConfigError(f"--from-s2 {from_s2}: that is a stage-{s2.config.stage} model")
+        check_same(student.config, s2.config, f"--from-s2 {from_s2}", ignore=("stage",))
+        student.load_state_dict(s2.state_dict())
+    else:
+        student.G.load_state_dict(teacher.G.state_dict())
+    return teacher

@@ -1,0 +1,87 @@
+"""Validation during training: whole-image restoration of a validation set, PSNR/SSIM and an image grid."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffir.train.data import sample_seed
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, items: Iterable[dict[str, torch.Tensor]], device: torch.device, stage: str,
+             degradation: nn.Module | None, crop_border: int, y_channel: bool,
+             seed: int) -> tuple[dict[str, float], torch.Tensor | None]:
+    """Mean PSNR/SSIM over ``items`` (batch-1 dicts) and an [LQ | output | GT] grid of the first image.
+
+    GT-only items are degraded with ``degradation`` (seeded per image, so every validation sees the same LQ);
+    inpainting outputs are composited with the known pixels before scoring, as LaMa's evaluator does.
+    """
+    was_training = model.training
+    model.eval()
+    psnrs, ssims, grid = [], [], None
+    for i, item in enumerate(items):
+        batch = {k: v.to(device) for k, v in item.items() if torch.is_tensor(v)}
+        if degradation is not None:
+            g = torch.Generator().manual_seed(sample_seed(seed, i))
+            pair = degradation(batch["gt"], generator=g)
+            batch.update(lq=pair["lq"], gt=pair["gt"])
+        out = restore_image(model, batch, stage, seed)
+        if model.config.task == "inpaint":
+            out = batch["mask"] * out + (1 - batch["mask"]) * batch["gt"]
+        p, s = psnr_ssim(out, batch["gt"], crop_border, y_channel)
+        psnrs.append(p)
+        ssims.append(s)
+        if grid is None:
+            grid = image_grid(batch["lq"][:, :3], out, batch["gt"])
+    model.train(was_training)
+    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}, grid
+
+
+def restore_image(model: nn.Module, batch: dict[str, torch.Tensor], stage: str, seed: int) -> torch.Tensor:
+    """Whole-image inference: reflect-pad the LQ to the network's size multiple, crop the output.
+
+    Stage-1 networks are GT-guided (CPEN_S1 sees the GT, as in the official validation); S2/GAN networks sample
+    their IPR from noise with a fixed seed.
+    """
+    lq, gt = batch["lq"], batch["gt"]
+    mc = model.config
+    m, scale = mc.size_multiple, mc.scale
+    h, w = lq.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    lq_p = F.pad(lq, (0, pw, 0, ph), mode=mode) if ph or pw else lq
+    if stage == "s1":
+        gt_p = F.pad(gt, (0, pw * scale, 0, ph * scale), mode=mode) if ph or pw else gt
+        out = model(lq_p, gt_p)
+    else:
+        out = model(lq_p, generator=torch.Generator().manual_seed(seed))
+    if isinstance(out, tuple):
+        out = out[0]
+    return out[..., : h * scale, : w * scale].clamp(0, 1)
+
+
+def psnr_ssim(out: torch.Tensor, gt: torch.Tensor, crop: int, y: bool) -> tuple[float, float]:
+    """BasicSR PSNR/SSIM on rounded 8-bit images (diffir.metrics); a plain PSNR if that module is missing."""
+    a = (out[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
+    b = (gt[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
+    try:
+        from diffir.metrics.psnr_ssim import calculate_psnr, calculate_ssim
+    except ImportError:
+        if crop:
+            a, b = a[crop:-crop, crop:-crop], b[crop:-crop, crop:-crop]
+        mse = float(np.mean((a - b) ** 2))
+        return (float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)), float("nan")
+    return (calculate_psnr(a, b, crop, input_order="HWC", test_y_channel=y),
+            calculate_ssim(a, b, crop, input_order="HWC", test_y_channel=y))
+
+
+def image_grid(lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """[LQ (nearest-upsampled) | output | GT] side by side, CHW in [0, 1]."""
+    lq = F.interpolate(lq.float(), size=gt.shape[-2:], mode="nearest")
+    return torch.cat([lq[0], out[0].float(), gt[0].float()], dim=-1).clamp(0, 1).cpu()
