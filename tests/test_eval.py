@@ -57,7 +57,8 @@ def test_gt_only_bicubic_with_model_writes_tables_and_grids(tmp_path, sr_model_f
     md = (out / "results.md").read_text()
     assert "| bicubic |" in md and "| tiny_sr_x4 |" in md and "PSNR ↑" in md and "Y (MATLAB rgb2ycbcr)" in md
     assert "crop_border = 4" in md
-    assert Image.open(out / "grids" / "a.png").size[0] > 5 * 32  # input, 2 baselines, model, GT at zoom 2
+    grid = Image.open(out / "grids" / "a.png")  # input, 2 baselines, model, GT: 5 crops of 32 px at zoom 2
+    assert grid.size == (5 * 64 + 4 * 4, 64 + 18)
     assert Image.open(out / "images" / "tiny_sr_x4" / "a.png").size == (36, 40)
     payload = json.loads((out / "results.json").read_text())
     assert payload["higher_is_better"] == {"psnr": True, "ssim": True} and payload["images"] == 2
@@ -135,6 +136,9 @@ def test_inpainting_masks_fill_baseline_and_model_keep_known_pixels(tmp_path):
     result = evaluate(root, out, model=model, options=EvalOptions(mask_hole="black", metrics=["psnr"],
                                                                   save_images=True, grid_crop=16))
     assert result.task == "inpaint" and result.methods == ["harmonic fill", "inp"]
+    # the hole size is reported (a wrong --mask-hole polarity would show up as 83.6 %)
+    assert result.conventions["mean hole"].startswith("16.4% of the pixels (mask files, --mask-hole black)")
+    assert all("hole 16.4%" in r["notes"] for r in result.rows)
     hole = mask == 0
     for method in result.methods:
         restored = np.array(Image.open(out / "images" / method.replace(" ", "_") / "t.png"))

@@ -4,7 +4,8 @@ The constants were produced once with scikit-image 0.26.0 (an implementation tha
 ``skimage.color.rgb2ycbcr(img)[..., 0]`` for MATLAB Y, ``peak_signal_noise_ratio(..., data_range=255)`` and
 ``structural_similarity(..., data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``
 (+ ``channel_axis=-1`` for RGB), on float64 arrays cropped by ``crop_border`` first.
-If scikit-image is installed, the same comparison also runs live.
+If scikit-image is installed, the same comparison also runs live, on random arrays and on real images
+(Set5 bicubic x4 and a greyscale Set14 image).
 """
 
 from __future__ import annotations
@@ -71,19 +72,45 @@ def test_set5_bicubic_x4_matches_reference_and_published():
     assert abs(np.mean(ssims) - 0.8104) < 0.002
 
 
-def test_live_against_scikit_image():
-    metrics = pytest.importorskip("skimage.metrics")
+def _skimage_psnr_ssim(out: np.ndarray, gt: np.ndarray, crop: int, y: bool) -> tuple[float, float]:
+    """PSNR/SSIM computed by scikit-image only (its own rgb2ycbcr, PSNR and Gaussian SSIM)."""
+    metrics = pytest.importorskip("skimage.metrics", reason="the live cross-check needs scikit-image")
     color = pytest.importorskip("skimage.color")
+    a, b = (color.rgb2ycbcr(v)[..., 0] for v in (out, gt)) if y else (out.astype(float), gt.astype(float))
+    if crop:
+        a, b = a[crop:-crop, crop:-crop], b[crop:-crop, crop:-crop]
+    kw = dict(data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    ssim = metrics.structural_similarity(b, a, **kw, **({} if y else {"channel_axis": -1}))
+    return metrics.peak_signal_noise_ratio(b, a, data_range=255), ssim
+
+
+def test_live_against_scikit_image_random():
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
-    ya, yb = color.rgb2ycbcr(a)[2:-2, 2:-2, 0], color.rgb2ycbcr(b)[2:-2, 2:-2, 0]
-    kw = dict(data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-    ref_psnr = metrics.peak_signal_noise_ratio(ya, yb, data_range=255)
-    assert abs(calculate_psnr(a, b, 2, test_y_channel=True) - ref_psnr) < 1e-9
-    assert abs(calculate_ssim(a, b, 2, test_y_channel=True) - metrics.structural_similarity(ya, yb, **kw)) < 1e-9
-    ssim_rgb = metrics.structural_similarity(a.astype(float), b.astype(float), channel_axis=-1, **kw)
-    assert abs(calculate_ssim(a, b, 0) - ssim_rgb) < 1e-9
+    for crop, y in ((2, True), (0, False)):
+        ref_psnr, ref_ssim = _skimage_psnr_ssim(a, b, crop, y)
+        assert abs(calculate_psnr(a, b, crop, test_y_channel=y) - ref_psnr) < 1e-9
+        assert abs(calculate_ssim(a, b, crop, test_y_channel=y) - ref_ssim) < 1e-9
+
+
+def test_live_against_scikit_image_on_real_images():
+    """Set5 (bicubic x4 of the MATLAB LR files) and a greyscale Set14 image, Y/crop 4 and RGB/crop 0."""
+    set5 = require_shared("data", "sr", "Set5")
+    cases = []
+    for name in SET5_BICUBIC_X4:
+        hr = np.array(Image.open(set5 / "HR" / f"{name}.png").convert("RGB"))
+        lr = np.array(Image.open(set5 / "LR_bicubic" / "X4" / f"{name}x4.png").convert("RGB"))
+        cases.append((name, imresize(lr, 4), hr[: lr.shape[0] * 4, : lr.shape[1] * 4]))
+    bridge = require_shared("data", "sr", "Set14", "HR", "bridge.png")  # mode "L": read as grey x 3
+    grey = np.repeat(np.array(Image.open(bridge))[..., None], 3, axis=2)[:508, :508]
+    cases.append(("bridge", imresize(imresize(grey, 1 / 4), 4), grey))
+    for name, out, gt in cases:
+        for crop, y in ((4, True), (0, False)):
+            ref_psnr, ref_ssim = _skimage_psnr_ssim(out, gt, crop, y)
+            # Measured: <= 1e-14 dB and <= 1e-14; the acceptance bar is 1e-3 dB / 1e-4.
+            assert abs(calculate_psnr(out, gt, crop, test_y_channel=y) - ref_psnr) < 1e-9, (name, crop, y)
+            assert abs(calculate_ssim(out, gt, crop, test_y_channel=y) - ref_ssim) < 1e-9, (name, crop, y)
 
 
 def test_basicsr_conventions():

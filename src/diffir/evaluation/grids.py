@@ -66,7 +66,9 @@ def comparison_grid(
     """One row of labelled, zoomed crops: input, each entry of ``outputs`` in order, GT."""
     top, left, side = choose_crop(gt, crop, hole)
     window = (slice(top, top + side), slice(left, left + side))
-    panels = [("input", _input_panel(lq, gt.shape[:2], hole)[window])]
+    factor = gt.shape[0] // lq.shape[0]
+    input_name = f"input (x{factor} nearest)" if factor > 1 else "input"
+    panels = [(input_name, _input_panel(lq, gt.shape[:2], hole)[window])]
     panels += [(name, img[window]) for name, img in outputs.items()]
     panels.append(("GT", gt[window]))
     captions = captions or {}

@@ -80,19 +80,23 @@ def _read_tensorboard(run: Path, series: Series) -> None:
         acc = EventAccumulator(str(events))
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
-            if tag not in series:  # JSONL already gave it
-                series[f"tb/{tag}"] += [(e.step, e.value) for e in acc.Scalars(tag)]
+            series[f"tb/{tag}"] += [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
 def read_training_log(run: str | Path) -> Series:
-    """``{name: [(iter, value), ...]}`` of every scalar logged by a run (sorted by iteration)."""
+    """``{name: [(iter, value), ...]}`` of every scalar logged by a run (sorted by iteration).
+
+    ``log.jsonl``/``val.jsonl`` are the primary source; TensorBoard event files are read only for runs that
+    have neither (``diffir train`` writes the same scalars to both, and plotting them twice helps nobody).
+    """
     run = Path(run)
     series: Series = defaultdict(list)
     if (run / "log.jsonl").is_file():
         _read_jsonl(run / "log.jsonl", "", series)
     if (run / "val.jsonl").is_file():
         _read_jsonl(run / "val.jsonl", "val/", series)
-    _read_tensorboard(run, series)
+    if not series:
+        _read_tensorboard(run, series)
     if not series:
         raise ConfigError(f"{run}: no log.jsonl, val.jsonl or TensorBoard scalars found")
     return {k: sorted(v) for k, v in series.items()}
@@ -102,15 +106,20 @@ def plot_training_curves(runs: list[str | Path], out_dir: str | Path, names: lis
     """One figure with a panel per scalar (runs overlaid); returns the written PNG path(s)."""
     plt = _pyplot()
     logs = {Path(r).name: read_training_log(r) for r in runs}
-    keys = sorted({k for log in logs.values() for k in log if names is None or k in names})
+    found = {k for log in logs.values() for k in log if names is None or k in names}
+    if not found:
+        raise ConfigError(f"none of the requested curves {names} is in the logs of {', '.join(logs)}")
+    # validation first, then losses, then the rest (learning rates, speed)
+    keys = sorted(found, key=lambda k: (not k.startswith("val/"), "loss" not in k and not k.startswith("l_"), k))
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        for run, log in logs.items():
+        for colour, (run, log) in enumerate(logs.items()):  # one colour per run in every panel
             if key in log:
                 xs, ys = zip(*log[key], strict=True)
-                ax.plot(xs, ys, label=run, lw=1.2)
+                marker = "o" if len(xs) <= 20 else None  # a single validation point must stay visible
+                ax.plot(xs, ys, label=run, lw=1.2, marker=marker, ms=3, color=f"C{colour % 10}")
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("iteration", fontsize=8)
         values = [v for log in logs.values() for _, v in log.get(key, [])]
@@ -120,8 +129,9 @@ def plot_training_curves(runs: list[str | Path], out_dir: str | Path, names: lis
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     if len(logs) > 1:
-        axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
+        fig.legend(handles=[plt.Line2D([], [], color=f"C{i % 10}", label=run) for i, run in enumerate(logs)],
+                   loc="upper right", fontsize=7)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.97) if len(logs) > 1 else None)  # room for the figure legend
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "training_curves.png"
@@ -153,24 +163,30 @@ def plot_psnr_vs_macs(
     """Scatter of the paper's published (Multi-Adds, PSNR) points plus this run's model and mean PSNR."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    handles = []
     for bench, marker in (("RealSRSet", "o"), ("NTIRE2020-T1", "s")):
         sel = [p for p in points if p.benchmark == bench]
-        ax.scatter([p.tmacs for p in sel], [p.psnr for p in sel], marker=marker, label=f"paper, {bench}",
+        ax.scatter([p.tmacs for p in sel], [p.psnr for p in sel], marker=marker,
                    c=["tab:red" if p.diffusion else "tab:blue" for p in sel])  # fmt: skip
+        handles.append(plt.Line2D([], [], ls="", marker=marker, color="grey", label=f"paper, {bench}"))
         for p in sel:
             ax.annotate(p.method, (p.tmacs, p.psnr), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    handles += [plt.Line2D([], [], ls="", marker="o", color=c, label=t)
+                for c, t in (("tab:blue", "GAN-based (paper)"), ("tab:red", "diffusion-based (paper)"))]  # fmt: skip
     if result is not None and model is not None:
         psnr = result.means()[result.methods[-1]].get("psnr")
         if psnr is not None and math.isfinite(psnr):
             tmacs = model_tmacs_at_256(model)
-            name = label or f"this run ({result.dataset}, {result.conventions.get('channel', '')})"
-            ax.scatter([tmacs], [psnr], marker="*", s=160, c="black", label=name)
+            channel = "Y" if result.conventions.get("channel", "").startswith("Y") else "RGB"
+            n_images = len({r["image"] for r in result.rows})
+            name = label or f"{result.methods[-1]} on {result.dataset} ({channel}, {n_images} images)"
+            handles.append(ax.scatter([tmacs], [psnr], marker="*", s=160, c="black", label=name))
     ax.set_xscale("log")
     ax.set_xlabel("Multi-Adds (T) at 256x256 LR input (log scale)")
     ax.set_ylabel("PSNR (dB)")
     ax.set_title("x4 real-world SR: PSNR vs compute (DiffIR supp. Table 1)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(handles=handles, fontsize=7)
     fig.tight_layout()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -169,8 +169,12 @@ def evaluate(
     per_image = {n: m for n, m in metrics.items() if METRICS[n].kind != "set"}
     # Set metrics (FID) get one accumulator per method sharing the network and the GT features.
     per_set = {n: {meth: m.fork() for meth in methods} for n, m in metrics.items() if METRICS[n].kind == "set"}
+    hole_fractions = []
     for index, pair in enumerate(tqdm(pairs, desc=f"eval {dataset}", unit="img", leave=False)):
         lq, gt, hole = _load_sample(pair, layout, index, scale, opts)
+        if hole is not None:  # inpainting scores depend on the hole size; a wrong --mask-hole shows up here
+            hole_fractions.append(float(hole.mean()))
+            pair.notes.append(f"hole {100 * hole_fractions[-1]:.1f}%")
         outputs = {name: fn(lq, hole) for name, fn in baselines.items()}
         if restorer is not None:
             outputs[label] = restorer.restore(lq, mask=None if hole is None else hole * 255)
@@ -189,6 +193,9 @@ def evaluate(
             grid = comparison_grid(lq, outputs, gt_c, crop=opts.grid_crop, hole=hole, captions=captions)
             save_grid(grid, out / "grids" / f"{_slug(pair.name)}.png")
 
+    if hole_fractions:
+        source = f" (mask files, --mask-hole {opts.mask_hole})" if layout.kind == "inpaint" else ""
+        result.conventions["mean hole"] = f"{100 * np.mean(hole_fractions):.1f}% of the pixels{source}"
     for name, accumulators in per_set.items():
         for method, acc in accumulators.items():
             result.set_metrics.setdefault(method, {})[name] = acc.compute()
