@@ -85,11 +85,53 @@ def test_inpainting_folder_with_masks_and_a_wrong_size_mask(tmp_path, capsys) ->
     err = capsys.readouterr().err
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["celeba_01_out.png", "celeba_02_out.png"]
-    assert "odd.png: mask is 40x40 but the image is 48x48" in err
+    assert f"odd.png: mask {masks / 'odd_mask.png'} is 40x40 but the image is 48x48; give a mask" in err
     restored = np.asarray(Image.open(out / "celeba_01_out.png"))
     original = np.asarray(Image.open(images / "celeba_01.png").convert("RGB"))
     known = np.asarray(Image.open(masks / "celeba_01.png").convert("L")) <= 127
     assert np.array_equal(restored[known], original[known])
+
+
+def test_a_mask_is_never_borrowed_from_an_image_with_a_longer_name(tmp_path, capsys) -> None:
+    # face1 has no mask; face10_mask.png belongs to face10 and must not be used for face1.
+    model = tmp_path / "inpaint.safetensors"
+    diffir.save_model(tiny_model("diffir_inpaint_celeba_s2"), model)
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    images.mkdir()
+    masks.mkdir()
+    for name in ("face1", "face10"):
+        Image.new("RGB", (16, 16), "gray").save(images / f"{name}.png")
+    Image.new("L", (16, 16), 255).save(masks / "face10_mask.png")
+    assert main(["restore", "-i", str(images), "-o", str(out), "-m", str(model), "--mask", str(masks), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "face1.png: no mask in" in err
+    assert [p.name for p in out.iterdir()] == ["face10_out.png"]
+
+
+def test_warnings_are_single_lines_and_unexpected_errors_do_not_stop_the_run(tmp_path, sr_weights, capsys,
+                                                                            monkeypatch) -> None:
+    from diffir.pipelines.restorer import Restorer
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    Image.new("RGBA", (8, 8)).save(inp / "a.png")
+    Image.new("RGB", (8, 8)).save(inp / "b.png")
+    restore = Restorer.restore
+
+    def flaky(self, image, mask=None):
+        if image.shape[2] == 3:
+            raise ValueError("something unexpected\nwith a second line")
+        return restore(self, image, mask)
+
+    monkeypatch.setattr(Restorer, "restore", flaky)
+    code = main(["restore", "-i", str(inp), "-o", str(out), "-m", str(sr_weights), "-q", "--ext", "jpg"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1
+    assert [p.name for p in out.iterdir()] == ["a_out.jpg"]  # the first file is written despite the second
+    assert any(line.startswith("diffir: warning: a_out.jpg: JPEG has no alpha channel") for line in err)
+    assert any(line.endswith("b.png: ValueError: something unexpected with a second line") for line in err)
+    assert not any("Traceback" in line or "warnings.warn" in line for line in err)
+    assert len(err) == 4  # header, warning, error, summary
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -136,3 +136,15 @@ def test_written_files_get_normal_permissions(tmp_path) -> None:
 def test_unknown_output_extension(tmp_path) -> None:
     with pytest.raises(ImageError, match="unknown output extension"):
         write_image(tmp_path / "x.xyz", _pixels(3))
+
+
+def test_icc_profile_kept_for_rgb_but_not_for_cmyk_converted_to_rgb(tmp_path) -> None:
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "rgb.jpg", icc_profile=srgb)
+    assert read_image(tmp_path / "rgb.jpg").icc_profile == srgb
+    # A CMYK JPEG's profile describes CMYK; attached to the RGB result it would garble the colours.
+    Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", icc_profile=b"fake cmyk profile")
+    rec = read_image(tmp_path / "cmyk.jpg")
+    assert rec.pixels.shape == (4, 4, 3) and rec.icc_profile is None

@@ -9,8 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diffir.bundled import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from diffir.pipelines.restorer import Restorer
 
 
 def _tile(value: str) -> int | str:
@@ -60,13 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
     from diffir.errors import DiffIRError
-    from diffir.io.images import read_image, write_image
-    from diffir.pipelines.files import check_writable, collect_inputs, find_mask, output_path
+    from diffir.pipelines.files import check_writable, collect_inputs, output_path
     from diffir.pipelines.restorer import Restorer
 
     inputs = collect_inputs(args.input)
@@ -96,28 +99,21 @@ def run(args: argparse.Namespace) -> int:
     done, skipped, failed, claimed = 0, 0, 0, {}
     start = time.perf_counter()
     bar = tqdm(inputs, desc="images", unit="img", disable=args.quiet, file=sys.stderr)
-    for path in bar:
-        bar.set_postfix_str(path.name, refresh=False)
-        target = output_path(path, out_dir, args.suffix, args.ext)
-        if target.exists() and not args.overwrite and target not in claimed:
-            skipped += 1
-            continue
-        try:
-            record = read_image(path, max_pixels=max_pixels)
-            target = output_path(path, out_dir, args.suffix, args.ext, has_alpha=record.pixels.shape[2] in (2, 4))
-            if target in claimed:
-                raise DiffIRError(f"{path}: output {target.name} was already written for {claimed[target].name}; "
-                                  "use distinct names or --ext")
-            mask = None
-            if mask_spec is not None:
-                mask = read_image(find_mask(path, mask_spec), max_pixels=max_pixels).pixels
-            result = restorer.restore(record.pixels, mask=mask)
-            write_image(target, result, quality=args.quality, icc_profile=record.icc_profile)
-            claimed[target] = path
-            done += 1
-        except (DiffIRError, OSError, RuntimeError, MemoryError) as exc:
-            failed += 1
-            tqdm.write(f"diffir: error: {_one_line(exc, path)}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning  # restored on exit by catch_warnings
+        for path in bar:
+            bar.set_postfix_str(path.name, refresh=False)
+            target = output_path(path, out_dir, args.suffix, args.ext)
+            if target.exists() and not args.overwrite and target not in claimed:
+                skipped += 1
+                continue
+            try:
+                target = _restore_one(path, mask_spec, out_dir, restorer, args, claimed, max_pixels)
+                claimed[target] = path
+                done += 1
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others; Ctrl-C still does
+                failed += 1
+                tqdm.write(f"diffir: error: {_one_line(exc, path)}", file=sys.stderr)
     bar.close()
     elapsed = time.perf_counter() - start
     parts = [f"{done} restored"]
@@ -129,11 +125,42 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _one_line(exc: BaseException, path) -> str:
+def _restore_one(path: Path, mask_spec: Path | None, out_dir: Path, restorer: Restorer,
+                 args: argparse.Namespace, claimed: dict[Path, Path], max_pixels: int | None) -> Path:
+    """Read, restore and atomically write one file; returns the output path.  Raises on any problem."""
+    from diffir.errors import DiffIRError, ImageError
+    from diffir.io.images import read_image, write_image
+    from diffir.pipelines.files import find_mask, output_path
+
+    record = read_image(path, max_pixels=max_pixels)
+    target = output_path(path, out_dir, args.suffix, args.ext, has_alpha=record.pixels.shape[2] in (2, 4))
+    if target in claimed:
+        raise DiffIRError(f"{path}: output {target.name} was already written for {claimed[target].name}; "
+                          "use distinct names or --ext")
+    mask = None
+    if mask_spec is not None:
+        mask_path = find_mask(path, mask_spec)
+        mask = read_image(mask_path, max_pixels=max_pixels).pixels
+        if mask.shape[:2] != record.pixels.shape[:2]:
+            (mh, mw), (ih, iw) = mask.shape[:2], record.pixels.shape[:2]
+            raise ImageError(f"{path}: mask {mask_path} is {mw}x{mh} but the image is {iw}x{ih}; "
+                             "give a mask of the image's size")
+    result = restorer.restore(record.pixels, mask=mask)
+    write_image(target, result, quality=args.quality, icc_profile=record.icc_profile)
+    return target
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"diffir: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException, path: Path) -> str:
     from diffir.errors import DiffIRError
 
-    if isinstance(exc, MemoryError):
-        text = "out of memory; restore it with a smaller --tile"
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+        text = "out of CPU memory; restore it with a smaller --tile (or --tile auto)"
     elif isinstance(exc, DiffIRError):
         text = str(exc)
     else:

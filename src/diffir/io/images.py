@@ -14,7 +14,6 @@ C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), so nothing is lost between 
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import warnings
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from diffir.errors import ImageError
+from diffir.io.atomic import atomic_path
 
 #: Default decompression-bomb limit: 100 megapixels (a 4K frame is 8.3 MP).  ``None`` or 0 disables it.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -37,6 +37,8 @@ _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 _DEEP_FORMATS = {"PNG", "TIFF"}
 _CV2_HINT = 'install OpenCV for 16-bit colour images: pip install "diffir[images]"'
 _PIL_LIMIT_LOCK = threading.Lock()
+#: Source modes whose ICC profile still describes the decoded pixels (gray stays gray, RGB stays RGB).
+_ICC_MODES = {"L", "LA", "RGB", "RGBA", "P", "PA", "I;16", "I;16L", "I;16B", "I;16N", "I", "1"}
 
 
 @dataclass
@@ -60,9 +62,11 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         with _open(path, max_pixels) as im:
             deep_colour = _is_16bit_colour(im)  # before getexif(), which may decode a PNG and drop im.tile
             orientation = _exif_orientation(im)
-            icc = im.info.get("icc_profile")
+            # A CMYK/Lab profile does not describe the RGB pixels we decode them to: drop it.
+            icc = im.info.get("icc_profile") if im.mode in _ICC_MODES else None
             fmt = im.format or "PNG"
             if deep_colour:
+                im.load()  # Pillow first: a truncated file raises here, before libpng prints to stderr
                 pixels = _read_with_cv2(path)
             else:
                 im.load()
@@ -70,7 +74,8 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of saying "broken file"
-        raise ImageError(f"{path}: cannot decode image ({_short(exc)})") from None
+        raise ImageError(f"{path}: cannot decode image ({_short(exc)}); the file is damaged or incomplete, "
+                         "re-export or re-copy it") from None
     return ImageRecord(_apply_orientation(pixels, orientation), fmt, icc)
 
 
@@ -109,7 +114,7 @@ def _read_with_cv2(path: Path) -> np.ndarray:
     # np.fromfile + imdecode copes with non-ASCII paths on every OS (cv2.imread does not on Windows).
     data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if data is None:
-        raise ImageError(f"{path}: cannot decode 16-bit image")
+        raise ImageError(f"{path}: cannot decode 16-bit image; the file is damaged or incomplete")
     if data.ndim == 2:
         return data[..., None]
     if data.shape[2] == 3:
@@ -179,20 +184,14 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, *, quality: int = 9
     path = Path(path)
     fmt = output_format(path)
     pixels = _prepare_for_format(np.asarray(pixels), fmt, path)
-    tmp = _reserve_temp(path)
     try:
-        if pixels.dtype == np.uint16 and pixels.shape[2] > 1:
-            _write_with_cv2(tmp, pixels)
-        else:
-            _write_with_pil(tmp, pixels, fmt, quality, icc_profile)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, ImageError | KeyboardInterrupt):
-            raise
-        if isinstance(exc, OSError):
-            raise ImageError(f"{path}: cannot write ({_short(exc)})") from None
-        raise
+        with atomic_path(path) as tmp:  # hidden temporary name, renamed when complete, removed on error
+            if pixels.dtype == np.uint16 and pixels.shape[2] > 1:
+                _write_with_cv2(tmp, pixels)
+            else:
+                _write_with_pil(tmp, pixels, fmt, quality, icc_profile)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write ({_short(exc)})") from None
     return path
 
 
@@ -251,25 +250,6 @@ def _write_with_cv2(tmp: Path, pixels: np.ndarray) -> None:
     if not ok:
         raise ImageError(f"{tmp}: OpenCV could not encode a 16-bit image")
     encoded.tofile(tmp)
-
-
-def _reserve_temp(path: Path) -> Path:
-    """A new hidden file next to ``path`` with the same extension (OpenCV picks the codec from it).
-
-    Created with ``os.open`` rather than ``mkstemp`` so that it gets umask-based permissions, not 0600.
-    """
-    folder = path.parent
-    for _ in range(100):
-        tmp = folder / f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}"
-        try:
-            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ImageError(f"{folder}: cannot write there ({_short(exc)})") from None
-        os.close(fd)
-        return tmp
-    raise ImageError(f"{folder}: cannot create a temporary file")
 
 
 # ------------------------------------------------------------------------------------------------ helpers

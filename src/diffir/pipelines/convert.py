@@ -19,6 +19,8 @@ from diffir.errors import ImageError
 
 Back = Callable[[torch.Tensor], Any]
 _INT_MAX = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+#: Float inputs slightly outside [0, 1] (resampling overshoot) are fine; beyond ±0.5 it is the wrong scale.
+_FLOAT_SLACK = 1.5
 
 
 def as_float_batch(image: Any) -> tuple[torch.Tensor, Back]:
@@ -42,7 +44,7 @@ def _from_numpy(a: np.ndarray) -> tuple[torch.Tensor, Back]:
     if dtype in _INT_MAX:
         x = torch.from_numpy(a.astype(np.float32) / _INT_MAX[dtype])
     elif np.issubdtype(dtype, np.floating):
-        x = torch.from_numpy(np.asarray(a, dtype=np.float32).copy())
+        x = _check_float_range(torch.from_numpy(np.asarray(a, dtype=np.float32).copy()))
     else:
         raise ImageError(f"unsupported pixel type {dtype}; use uint8, uint16 or float in [0, 1]")
     x = x.permute(2, 0, 1)[None].contiguous()
@@ -54,6 +56,14 @@ def _from_numpy(a: np.ndarray) -> tuple[torch.Tensor, Back]:
         return out[..., 0] if squeeze else out
 
     return x, back
+
+
+def _check_float_range(x: torch.Tensor) -> torch.Tensor:
+    """Float images must be in [0, 1]; 0..255 floats (a common slip) would silently come back white."""
+    if x.numel() and (float(x.max()) > _FLOAT_SLACK or float(x.min()) < 1 - _FLOAT_SLACK):
+        raise ImageError(f"float images must be in [0, 1], got values in [{float(x.min()):g}, {float(x.max()):g}]; "
+                         "divide 8-bit data by 255 (or pass uint8/uint16)")
+    return x
 
 
 # ------------------------------------------------------------------------------------------------ PIL
@@ -83,7 +93,7 @@ def _from_tensor(t: torch.Tensor) -> tuple[torch.Tensor, Back]:
     if dtype == torch.uint8:
         x = x.float() / 255
     elif dtype.is_floating_point:
-        x = x.float()
+        x = _check_float_range(x.float())
     else:
         raise ImageError(f"unsupported tensor dtype {dtype}; use float in [0, 1] or uint8")
     x = x.detach().to("cpu")

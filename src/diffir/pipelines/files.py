@@ -39,13 +39,16 @@ def _visible(p: Path) -> bool:
 
 def find_mask(image: Path, mask_spec: Path) -> Path:
     """The mask of ``image``: ``mask_spec`` itself if it is a file, else in that folder ``<stem>.*``,
-    ``<stem>_mask.*`` or ``<stem>_mask*.*`` (the LaMa/DiffIR naming), first match in sorted order."""
+    ``<stem>_mask.*`` or ``<stem>_mask*.*`` (the LaMa/DiffIR naming), first match in sorted order.
+
+    Only names that start with the *whole* stem followed by ``.`` or ``_mask`` match: the mask of ``face1`` is
+    never ``face10_mask.png``."""
     if mask_spec.is_file():
         return mask_spec
     if not mask_spec.is_dir():
         raise DiffIRError(f"mask not found: {mask_spec}")
     stem = glob.escape(image.stem)
-    for pattern in (f"{stem}.*", f"{stem}_mask.*", f"{stem}_mask*.*", f"{stem}*mask*.*"):
+    for pattern in (f"{stem}.*", f"{stem}_mask.*", f"{stem}_mask*.*"):
         hits = [p for p in sorted(mask_spec.glob(pattern)) if p.is_file() and p.resolve() != image.resolve()]
         if hits:
             return hits[0]
