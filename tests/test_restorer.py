@@ -78,15 +78,21 @@ def test_tiled_close_to_whole_image_on_real_images(sr4, rel: str) -> None:
 @pytest.mark.parametrize("rel", ["realsr/RealSR/LR/Canon_003_LR4.png", "sr/Set5/LR_bicubic/X4/babyx4.png"])
 def test_tiled_close_to_whole_image_with_the_trained_bundled_model(rel: str) -> None:
     # The trained model uses its channel attention far more than random weights do, so this is the real check.
-    # 96-px tiles are the smallest that keep <= 2/255 on the images measured (64-px tiles reach 3-4/255);
-    # `tile="auto"` uses 256-px tiles for x4.  Measurements in docs/restore.md, "Tiling".
+    # 48-px tiles: 9 tiles on a 128² LR.  Measurements in docs/restore.md, "Tiling".
     image = _real(rel)
     whole_restorer = diffir.Restorer("diffir_sr_x4_small", tile=0)
+    model = whole_restorer.model
     whole = whole_restorer.restore(image).astype(int)
-    tiled = diffir.Restorer(whole_restorer.model, tile=96, tile_overlap=32).restore(image).astype(int)
+    tiled = diffir.Restorer(model, tile=48, tile_overlap=16).restore(image).astype(int)
     assert tiled.shape == whole.shape == (512, 512, 3)
-    assert np.abs(tiled - whole).max() <= 2
-    pasted = diffir.Restorer(whole_restorer.model, tile=96, tile_overlap=0).restore(image).astype(int)
+    assert np.abs(tiled - whole).max() <= 1  # the issue asks <= 2/255
+    # Whole-image attention statistics are what keeps it there: tile-local ones drift several times further.
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
+    whole_f = whole_restorer.restore(x)
+    drift = {stats: (diffir.Restorer(model, tile=48, tile_overlap=16, tile_stats=stats).restore(x) - whole_f)
+             .abs().max().item() for stats in ("global", "local")}
+    assert drift["local"] > 2 * drift["global"], drift
+    pasted = diffir.Restorer(model, tile=48, tile_overlap=0).restore(image).astype(int)
     assert np.abs(pasted - whole).max() > 10  # without blending the seams are plain to see
 
 

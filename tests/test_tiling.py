@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import tiny_model
+from diffir.networks.layers import Attention
+from diffir.pipelines.attention_stats import attention_hook, core_spans, whole_image_attention
 from diffir.pipelines.prior import condition_tiled, receptive_radius
 from diffir.pipelines.tiling import make_grid, run_tiled, window_1d
 
@@ -86,3 +88,36 @@ def test_receptive_radius_counts_every_conv() -> None:
     model = tiny_model("diffir_sr_x4_s2", n_encoder_res=3)
     # first conv (1) + 3 ResBlocks of two 3×3 convs (6) + three widening convs (3)
     assert receptive_radius(model.condition.E) == 10
+
+
+# ----------------------------------------------------------------------------- whole-image attention statistics
+@settings(max_examples=200, deadline=None)
+@given(align=aligns, hk=st.integers(1, 20), tile=st.integers(1, 300), overlap=st.integers(0, 100))
+def test_tile_cores_partition_the_image(align, hk, tile, overlap) -> None:
+    length = hk * align
+    grid = make_grid(length, length, tile, overlap, align)
+    spans = core_spans(grid.ys, grid.tile_h, length, align)
+    absolute = [(s + a, s + b) for s, (a, b) in zip(grid.ys, spans, strict=True)]
+    assert absolute[0][0] == 0 and absolute[-1][1] == length
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(absolute, absolute[1:], strict=False))  # no gap, no double
+    for a, b in spans:  # inside its own tile, on whole pixels at every U-Net level
+        assert 0 <= a <= b <= grid.tile_h
+        assert a % align == 0 and (b % align == 0 or b == grid.tile_h)
+
+
+@pytest.mark.parametrize("preset", ["diffir_sr_x4_s2", "diffir_sr_x2_s2", "diffir_inpaint_celeba_s2"])
+def test_one_tile_with_its_own_statistics_is_the_plain_forward(preset: str) -> None:
+    """Sums over the only tile are the whole image's: the hooked attention must equal the module's own."""
+    model = tiny_model(preset)
+    c = model.config
+    lq = torch.rand(1, c.in_channels, 2 * c.size_multiple, 3 * c.size_multiple)
+    ipr = torch.rand(1, 256)
+    grid = make_grid(*lq.shape[-2:], 10_000, 0, c.size_multiple)
+    with torch.no_grad():
+        hook = whole_image_attention(model, lambda t: model.G.features(t, ipr), lq, grid, c.size_multiple)
+        with attention_hook(model, hook):
+            hooked = model.G(lq, ipr)
+        plain = model.G(lq, ipr)
+    assert len(hook.sums) == sum(isinstance(m, Attention) for m in model.modules())
+    assert torch.allclose(hooked, plain, atol=1e-5)
+    assert all(m.stats_hook is None for m in model.modules() if isinstance(m, Attention))  # uninstalled

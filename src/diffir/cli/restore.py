@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tile size in input pixels; 0 = whole image; auto (default) tiles large images only")
     p.add_argument("--tile-overlap", type=int, default=32, metavar="N",
                    help="overlap between tiles, blended smoothly (default: 32)")
+    p.add_argument("--tile-stats", choices=("global", "local"), default="global",
+                   help="global (default): tiles attend with whole-image statistics gathered in a first pass "
+                        "(tiled ~ untiled); local: each tile on its own (faster, visible drift)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="compute precision (default fp32); NaN/Inf in bf16/fp16 falls back to fp32 with a warning")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output).expanduser()
     check_writable(out_dir)
     restorer = Restorer(
-        args.model, tile=args.tile, tile_overlap=args.tile_overlap, precision=args.precision, device=args.device,
+        args.model, tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats,
+        precision=args.precision, device=args.device,
         seed=None if args.seed < 0 else args.seed, batch_size=args.batch_size, outscale=args.outscale,
         mask_threshold=args.mask_threshold, progress=not args.quiet,
     )

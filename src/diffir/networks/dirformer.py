@@ -81,6 +81,10 @@ class DIRformer(nn.Module):
             self.output = nn.Conv2d(d2, c.out_channels, 3, padding=1, bias=c.bias)
 
     def forward(self, lq: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
+        return self.head(lq, *self.features(lq, ipr))
+
+    def features(self, lq: torch.Tensor, ipr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The U-Net (and refinement) up to the task head: (level-1 features at 2·dim, patch embedding)."""
         c = self.config
         emb = self.patch_embed(self.pixel_unshuffle(lq))
         enc1 = self.encoder_level1(emb, ipr)
@@ -94,6 +98,11 @@ class DIRformer(nn.Module):
         x = self.decoder_level1(torch.cat([self.up2_1(x), enc1], 1), ipr)
         if c.refinement:
             x = self.refinement(x, ipr)
+        return x, emb
+
+    def head(self, lq: torch.Tensor, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Task head and global residual (SR: ×4 tail + nearest LR; deblur: conv + input; inpaint: conv)."""
+        c = self.config
         if c.task == "sr":
             residual = lq if c.scale == 1 else F.interpolate(lq, scale_factor=c.scale, mode="nearest")
             return self.tail(x) + residual

@@ -6,6 +6,8 @@ Module and attribute names follow the official state_dict layout (``norm1.body.w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,7 +55,15 @@ def modulate(x: torch.Tensor, ipr: torch.Tensor, kernel: nn.Module) -> torch.Ten
 
 
 class Attention(nn.Module):
-    """Transposed (channel) self-attention, "MDTA": cost linear in the number of pixels."""
+    """Transposed (channel) self-attention, "MDTA": cost linear in the number of pixels.
+
+    The (C/heads)² attention matrix is built from sums over *all* pixels, so a tile of an image sees other
+    statistics than the whole image.  ``stats_hook`` (None by default) lets tiled inference record and reuse
+    whole-image statistics (:mod:`diffir.pipelines.attention_stats`); it is called with (module, q, k, v), each
+    of shape (B, heads, C/heads, H, W), and returns the attended values in the same shape as v.
+    """
+
+    stats_hook: Callable[[Attention, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def __init__(self, channels: int, num_heads: int, bias: bool) -> None:
         super().__init__()
@@ -67,6 +77,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv_dwconv(self.qkv(modulate(x, ipr, self.kernel)))
+        if self.stats_hook is not None:
+            q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h, w) for t in qkv.chunk(3, dim=1))
+            return self.project_out(self.stats_hook(self, q, k, v).reshape(b, c, h, w))
         # head index is the OUTER factor of the channel axis: (head c) -> head, c
         q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in qkv.chunk(3, dim=1))
         q = F.normalize(q, dim=-1)

@@ -6,7 +6,8 @@
 
 Per image: split off alpha, replicate gray to RGB, reflect-pad to the size multiple, compute **one** IPR
 (CPEN_S2 tile by tile — exactly the untiled value — then the seeded 4-step diffusion), run the DIRformer on
-the whole image or on blended overlapping tiles sharing that IPR, crop, composite (inpainting), and put
+the whole image or on blended overlapping tiles sharing that IPR (and, from a first pass, whole-image attention
+statistics), crop, composite (inpainting), and put
 gray/alpha back.  S2 sampling is stochastic: every image draws its IPR noise from a fresh CPU generator seeded
 with ``seed``, so a result depends only on the image, the model and the seed (not on batch or order).
 """
@@ -23,6 +24,7 @@ from torch import nn
 
 from diffir.bundled import DEFAULT_MODEL
 from diffir.errors import DiffIRError, ImageError
+from diffir.pipelines.attention_stats import attention_hook, sums_are_finite, whole_image_attention
 from diffir.pipelines.convert import as_float_batch, as_hole_mask
 from diffir.pipelines.model_source import load_inference_model
 from diffir.pipelines.padding import crop_to, pad_to_multiple
@@ -35,7 +37,7 @@ from diffir.pipelines.precision import (
     resolve_precision,
 )
 from diffir.pipelines.prior import condition_tiled
-from diffir.pipelines.tiling import align_down, make_grid, run_tiled
+from diffir.pipelines.tiling import TileGrid, align_down, make_grid, run_tiled
 
 #: ``tile="auto"``: images whose padded LQ side exceeds this are tiled with tiles of this size (LQ pixels).
 #: ×4 SR works on 16× more output pixels per LQ pixel, hence the smaller tile.
@@ -52,6 +54,9 @@ class Restorer:
         tile: LQ tile size in pixels; ``0`` = whole image; ``"auto"`` = tile only images larger than
             ``AUTO_TILE`` (the default).  Rounded down to the model's size multiple.
         tile_overlap: overlap between neighbouring tiles (LQ pixels), blended with a sin² window.
+        tile_stats: ``"global"`` (default): a first pass over the tiles gathers whole-image attention
+            statistics that every tile then uses (tiled ≈ untiled, one extra pass of the network body);
+            ``"local"``: each tile attends with its own statistics (faster, larger tiled-vs-whole drift).
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (autocast; NaN/Inf output → fp32 redo).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         seed: seed of the IPR sampling noise (``None`` = fresh randomness each call).
@@ -67,6 +72,7 @@ class Restorer:
         *,
         tile: int | str = "auto",
         tile_overlap: int = 32,
+        tile_stats: str = "global",
         precision: str = "fp32",
         device: str | torch.device = "auto",
         seed: int | None = 0,
@@ -77,6 +83,8 @@ class Restorer:
     ) -> None:
         if not (tile == "auto" or (isinstance(tile, int) and tile >= 0)):
             raise DiffIRError(f"tile must be a size >= 0 or 'auto', got {tile!r}")
+        if tile_stats not in ("global", "local"):
+            raise DiffIRError(f"tile_stats must be 'global' or 'local', got {tile_stats!r}")
         if batch_size < 1:
             raise DiffIRError(f"batch_size must be >= 1, got {batch_size}")
         if outscale is not None and not outscale > 0:
@@ -88,6 +96,7 @@ class Restorer:
         self._param_dtype = next(self.model.parameters()).dtype
         self.tile = tile
         self.tile_overlap = max(0, int(tile_overlap))
+        self.tile_stats = tile_stats
         self.seed = seed
         self.batch_size = batch_size
         self.outscale = outscale
@@ -199,8 +208,38 @@ class Restorer:
         if not tile:
             return self._forward(padded, ipr)
         grid = make_grid(*padded.shape[-2:], tile, self.tile_overlap, self.config.size_multiple)
-        return run_tiled(lambda t: self._forward(t, ipr), padded, grid, self.scale, self.config.out_channels,
-                         self.batch_size, self.progress)
+        dtype = self.dtype
+        out, hook = self._tiled(padded, grid, ipr)
+        if hook is not None and self.dtype != dtype:
+            # A tile fell back to float32, but the statistics came from the reduced-precision pass: redo.
+            out, _ = self._tiled(padded, grid, ipr)
+        return out
+
+    def _tiled(self, padded: torch.Tensor, grid: TileGrid, ipr: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        hook = self._whole_image_attention(padded, grid, ipr) if len(grid) > 1 else None
+        with attention_hook(self.model, hook):
+            out = run_tiled(lambda t: self._forward(t, ipr), padded, grid, self.scale, self.config.out_channels,
+                            self.batch_size, self.progress)
+        return out, hook
+
+    def _whole_image_attention(self, padded: torch.Tensor, grid: TileGrid, ipr: torch.Tensor) -> Any:
+        """First tiling pass: whole-image attention statistics (``tile_stats="global"``), or None."""
+        if self.tile_stats != "global":
+            return None
+
+        def features(tiles: torch.Tensor) -> None:
+            tiles = tiles.to(self.device, self._param_dtype, non_blocking=True)
+            with autocast(self.device, self.dtype):
+                self.model.G.features(tiles, ipr.expand(tiles.shape[0], -1).to(tiles.dtype))
+
+        align = self.config.size_multiple
+        hook = whole_image_attention(self.model, features, padded, grid, align, self.batch_size, self.progress)
+        if not sums_are_finite(hook) and self.dtype != torch.float32:
+            warnings.warn(f"NaN/Inf in {str(self.dtype).removeprefix('torch.')} attention statistics: recomputing "
+                          "in float32 (and staying in float32 from now on)", stacklevel=2)
+            self.dtype = torch.float32
+            hook = whole_image_attention(self.model, features, padded, grid, align, self.batch_size, self.progress)
+        return hook
 
     def _forward(self, lq: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
         lq = lq.to(self.device, self._param_dtype, non_blocking=True)
