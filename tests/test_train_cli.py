@@ -70,6 +70,16 @@ def test_inpaint_s1_s2_chain(tmp_path, data_env):
     assert diffir.load_model(s2 / "model.safetensors").config.task == "inpaint"
 
 
+def test_deblur_s1_s2_chain(tmp_path, data_env):
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    assert _train("deblur_s1.yaml", s1) == 0
+    assert _train("deblur_s2.yaml", s2, "--from-s1", str(s1), "--set", "train.encoder_iters=1") == 0
+    model = diffir.load_model(s2 / "model.safetensors")
+    assert (model.config.task, model.config.stage) == ("deblur", 2)
+    assert json.loads((s2 / "val.jsonl").read_text().splitlines()[-1])["psnr"] > 10
+    assert "loss_kd" in _log(s2)[-1]
+
+
 def test_cli_errors_are_one_line(tmp_path, data_env, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((CONFIGS / "sr_x4_s1.yaml").read_text().replace("batch_size:", "batchsize:"))
