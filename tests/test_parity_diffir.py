@@ -175,6 +175,8 @@ def test_inferred_config_builds_the_official_network(case: Case) -> None:
             assert getattr(got, f) == getattr(cfg, f), f
         if cfg.stage == 2:
             for f in ("n_denoise_res", "timesteps", "linear_start", "linear_end"):
+                if f == "linear_end" and cfg.timesteps == 1:
+                    continue  # linspace of one point is the start: the end changes no buffer and no output
                 assert getattr(got, f) == getattr(cfg, f), f
         for level, heads in enumerate(cfg.heads):
             if cfg.num_blocks[level]:
