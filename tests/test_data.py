@@ -63,6 +63,36 @@ def test_missing_partner_and_empty_folder_errors(set5, tmp_path):
         ImageFolderDataset(tmp_path / "nope", 64)
 
 
+def test_missing_folder_error_from_python_names_no_config(tmp_path, monkeypatch):
+    """Used from Python there is no config: the message says where a relative path was looked for instead."""
+    from diffir.data import ImageFolderError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ImageFolderError) as err:
+        ImageFolderDataset("DF2K_sub/", 64)
+    msg = str(err.value)
+    assert msg == f"image folder not found: DF2K_sub (relative to the working directory {tmp_path})"
+    assert err.value.folder.name == "DF2K_sub" and isinstance(err.value, DiffIRError)
+    with pytest.raises(ImageFolderError) as err:
+        ImageFolderDataset(tmp_path, 64)
+    assert "config" not in str(err.value) and "looked recursively for" in str(err.value)
+
+
+def test_docs_data_snippet_runs_as_written(monkeypatch):
+    """The first code block of docs/data.md runs unchanged on a CPU (DIFFIR_DATA = the reference data)."""
+    from conftest import REPO
+
+    monkeypatch.setenv("DIFFIR_DATA", str(require_shared("data")))
+    text = (REPO / "docs" / "data.md").read_text()
+    start = text.index("```python\n") + len("```python\n")
+    code = text[start : text.index("```", start)]
+    scope: dict = {}
+    exec(compile(code, "docs/data.md", "exec"), scope)  # noqa: S102 - our own documentation
+    assert scope["step"] == 1
+    assert scope["lq"].shape == (8, 3, 64, 64) and scope["gt"].shape == (8, 3, 256, 256)
+    assert scope["lq"].device.type == "cpu" or torch.cuda.is_available()
+
+
 def test_unreadable_files_are_skipped_with_warning(set5, tmp_path):
     import shutil
 

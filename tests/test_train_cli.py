@@ -92,10 +92,70 @@ def test_cli_errors_are_one_line(tmp_path, data_env, capsys):
     assert _train("sr_x4_s1.yaml", tmp_path / "z", iters=1) == 2  # would overwrite: asks for --resume
     assert "--resume auto" in capsys.readouterr().err
     missing_vgg = ["--set", "losses.perceptual.weight=1", "--set", f"losses.perceptual.vgg_weights={tmp_path}/v.pth"]
-    assert _train("sr_x4_gan.yaml", tmp_path / "g", "--from-s2", str(tmp_path / "z")) == 2
-    assert "no S1 teacher found" in capsys.readouterr().err  # z is a stage-1 run
+    # z is a stage-1 run passed as the stage-2 model: that is said first (not "no S1 teacher found"), and
+    # following it by adding --from-s1 gives the same answer rather than a new complaint
+    z = tmp_path / "z"
+    for extra in ([], ["--from-s1", str(z)]):
+        assert _train("sr_x4_gan.yaml", tmp_path / "g", "--from-s2", str(z), *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"diffir: error: --from-s2 {z}: that is a stage-1 model, not a stage-2 model; "
+                       f"train stage s2 first (--from-s1 {z}) and pass that run as --from-s2"), err
+    assert _train("sr_x4_s2.yaml", tmp_path / "g", "--from-s2", str(z)) == 2
+    assert capsys.readouterr().err.strip().endswith("that is a stage-1 model, not a stage-2 model; "
+                                                    "pass it as --from-s1 instead")
     assert _train("sr_x4_s1.yaml", tmp_path / "g", *missing_vgg) == 2
     assert "VGG19 weights not found" in capsys.readouterr().err
+
+
+def test_missing_dataset_folder_names_the_variable(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DIFFIR_DATA", str(tmp_path / "nope"))
+    assert _train("sr_x4_s1.yaml", tmp_path / "run", iters=1) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"diffir: error: image folder not found: {tmp_path}/nope/train/T91 (no such directory; "
+                   f"DIFFIR_DATA is {tmp_path}/nope: point it at the folder that holds train/T91, or edit "
+                   f"data.train.gt_dir in {CONFIGS / 'sr_x4_s1.yaml'})")
+
+
+def test_without_train_extra_one_line_not_a_traceback(tmp_path):
+    """pydantic missing (no ``[train]`` extra): one line naming the install command, exit code 2."""
+    code = ("import sys; sys.modules['pydantic'] = None\n"  # what a failed `import pydantic` looks like
+            "from diffir.cli import main\n"
+            f"sys.exit(main(['train', '-c', {str(CONFIGS / 'sr_x4_s1.yaml')!r}, '--out', {str(tmp_path / 'r')!r}]))")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("diffir: error: diffir train needs the training extras: pip install 'diffir[train]' "
+                           "(pydantic is missing)\n")
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_tensorboard_warns_and_trains(tmp_path, data_env, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # tensorboard not installed
+    assert _train("sr_x4_s1.yaml", tmp_path / "run", "--set", "log.tensorboard=true", iters=1) == 0
+    err = capsys.readouterr().err
+    assert err.count("log.tensorboard is on but tensorboard is not installed (pip install 'diffir[train]'") == 1
+    assert not (tmp_path / "run" / "tb").exists() and (tmp_path / "run" / "log.jsonl").is_file()
+
+
+@pytest.mark.parametrize("flag", ["-q", "--quiet", "--no-progress"])
+def test_quiet_is_an_alias_of_no_progress(flag):
+    from diffir.cli import build_parser
+
+    args = build_parser().parse_args(["train", "-c", "x.yaml", flag])
+    assert args.no_progress is True
+    assert build_parser().parse_args(["train", "-c", "x.yaml"]).no_progress is False
+
+
+def test_quiet_run_prints_no_progress_bar(tmp_path, data_env, capsys):
+    def run(out: str, *flag: str) -> str:
+        assert main(["train", "-c", str(CONFIGS / "sr_x4_s1.yaml"), "--out", str(tmp_path / out),
+                     "--set", "train.iters=2", "--set", "val.every=0", "--set", "data.train.patch_size=32",
+                     "--set", "log.progress=true", *flag]) == 0
+        return capsys.readouterr().err
+
+    assert "2/2" in run("bar")  # the progress bar, on stderr
+    err = run("quiet", "-q")
+    assert "2/2" not in err and "done at iteration 2" in err
 
 
 def _env() -> dict[str, str]:

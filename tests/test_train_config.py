@@ -7,7 +7,14 @@ import math
 import pytest
 
 from diffir.errors import ConfigError
-from diffir.train.config import ScheduleSection, apply_overrides, expand_vars, load_config, parse_config
+from diffir.train.config import (
+    ScheduleSection,
+    apply_overrides,
+    expand_vars,
+    load_config,
+    parse_config,
+    path_hint,
+)
 from diffir.train.schedules import lr_at
 
 BASE = {
@@ -89,6 +96,59 @@ def test_shipped_configs_parse(monkeypatch):
     for f in files:
         cfg = load_config(f)
         assert cfg.train.iters > 0, f
+
+
+def test_path_hint_names_the_variable_and_the_key(monkeypatch):
+    monkeypatch.delenv("DIFFIR_DATA", raising=False)
+    raw = "${DIFFIR_DATA:-../shared/data}/train/T91"
+    assert path_hint(raw, "data.train.gt_dir", "c.yaml") == (
+        "set DIFFIR_DATA to the folder that holds train/T91, or edit data.train.gt_dir in c.yaml")
+    monkeypatch.setenv("DIFFIR_DATA", "/d")
+    assert path_hint(raw, "data.train.gt_dir", "c.yaml") == (
+        "DIFFIR_DATA is /d: point it at the folder that holds train/T91, or edit data.train.gt_dir in c.yaml")
+    assert path_hint("${DIFFIR_DATA}", "data.val.lq_dir").endswith("point it at the data folder, "
+                                                                   "or edit data.val.lq_dir in the config")
+    assert path_hint("/data/HR", "data.train.gt_dir", "c.yaml") == "edit data.train.gt_dir in c.yaml"
+    assert path_hint("/data/HR", "data.train.gt_dir", "c.yaml", from_set=True) == "fix --set data.train.gt_dir"
+
+
+def test_missing_dataset_folder_names_variable_and_key(tmp_path, monkeypatch):
+    """A missing folder says which variable (DIFFIR_DATA / DIFFIR_DATASETS) or config key to fix."""
+    from pathlib import Path
+
+    from diffir.train.data import build_dataset
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    monkeypatch.chdir(tmp_path)  # ../shared/data does not exist from here
+    monkeypatch.delenv("DIFFIR_DATA", raising=False)
+    tiny = root / "tiny" / "sr_x4_s1.yaml"
+    cfg = load_config(tiny)
+    with pytest.raises(ConfigError) as err:
+        build_dataset(cfg.data.train, 4, "sr", train=True)
+    assert str(err.value) == (
+        f"image folder not found: ../shared/data/train/T91 (relative to the working directory {tmp_path}; "
+        f"set DIFFIR_DATA to the folder that holds train/T91, or edit data.train.gt_dir in {tiny})")
+    with pytest.raises(ConfigError, match=r"set DIFFIR_DATA to the folder that holds sr/Set5/HR, or edit data\.val"):
+        build_dataset(cfg.data.val, 4, "sr", train=False)
+
+    monkeypatch.setenv("DIFFIR_DATASETS", str(tmp_path / "ds"))
+    realsr = root / "realsr" / "realsr_x4_s1.yaml"
+    cfg = load_config(realsr)
+    with pytest.raises(ConfigError) as err:
+        build_dataset(cfg.data.train, 4, "sr", train=True)
+    assert f"DIFFIR_DATASETS is {tmp_path / 'ds'}: point it at the folder that holds " in str(err.value)
+    assert str(err.value).endswith(f"or edit data.train.gt_dir in {realsr})")
+
+    (tmp_path / "empty").mkdir()  # exists but holds no images; given with --set
+    cfg = load_config(tiny, [f"data.train.gt_dir={tmp_path / 'empty'}"])
+    with pytest.raises(ConfigError) as err:
+        build_dataset(cfg.data.train, 4, "sr", train=True)
+    assert str(err.value).startswith(f"no images in {tmp_path / 'empty'}")
+    assert str(err.value).endswith(".webp; fix --set data.train.gt_dir)")  # the extensions looked for, then the fix
+
+    cfg = parse_config(BASE)  # no file, no variable
+    with pytest.raises(ConfigError, match=r"^image folder not found: x \(.*; edit data.train.gt_dir in the config\)$"):
+        build_dataset(cfg.data.train, 4, "sr", train=True)
 
 
 def test_multistep_schedule_matches_basicsr_stepping():

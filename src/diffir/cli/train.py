@@ -1,4 +1,7 @@
-"""``diffir train -c CONFIG.yaml [--out DIR] [--from-s1 CKPT] [--from-s2 CKPT] [--resume auto|PATH] [--set k=v]``.
+"""``diffir train -c CONFIG.yaml [--out DIR] [--from-s1 CKPT] [--from-s2 CKPT] [--resume auto|PATH] [--set k=v] [-q]``.
+
+Needs the ``[train]`` extra (pydantic; tensorboard only when ``log.tensorboard`` is on): without it the command
+stops with one line naming ``pip install 'diffir[train]'``.
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m diffir train -c ...`` (DDP-style gradient averaging,
 rank 0 writes logs and checkpoints).
@@ -20,17 +23,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from the newest checkpoint in --out (auto) or from PATH")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.iters=100 (repeatable)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
+    parser.add_argument("-q", "--quiet", "--no-progress", dest="no_progress", action="store_true",
+                        help="no progress bar (logs still go to log.jsonl; errors and the summary still print)")
+
+
+# Third-party modules of the ``[train]`` extra imported on the training path (tensorboard is imported only when
+# ``log.tensorboard`` is on, and skipped with a warning when it is missing).
+TRAIN_EXTRAS = ("pydantic",)
+EXTRAS_HINT = "diffir train needs the training extras: pip install 'diffir[train]'"
+
+
+def _import_training():
+    """The training entry points, or a one-line error when the ``[train]`` extra is not installed."""
+    from diffir.errors import DiffIRError
+
+    try:
+        from diffir.train.config import load_config
+        from diffir.train.distributed import DistContext
+        from diffir.train.engine import Trainer, check_resumable
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in TRAIN_EXTRAS:
+            raise DiffIRError(f"{EXTRAS_HINT} ({exc.name} is missing)") from None
+        raise
+    return load_config, DistContext, Trainer, check_resumable
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from diffir.train.config import load_config
-    from diffir.train.distributed import DistContext
-    from diffir.train.engine import Trainer, check_resumable
-
+    load_config, DistContext, Trainer, check_resumable = _import_training()
     cfg = load_config(args.config, args.overrides)
     if cfg.train.cpu_threads is not None:
         import torch

@@ -17,6 +17,7 @@ _LAZY = {
     "InpaintDataset": "diffir.data.datasets",
     "seed_worker": "diffir.data.datasets",
     "list_images": "diffir.data.files",
+    "ImageFolderError": "diffir.data.files",
     "read_image": "diffir.data.files",
     "Degradation": "diffir.data.degradations",
     "build_degradation": "diffir.data.degradations",

@@ -19,18 +19,30 @@ from diffir.errors import DiffIRError, ImageError
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+class ImageFolderError(DiffIRError):
+    """A dataset folder is missing or holds no images.
+
+    ``problem`` is the message without its parenthesised hint, so callers that know where the path came from
+    (``diffir train``: the config key and environment variable) can give their own fix instead.
+    """
+
+    def __init__(self, folder: Path, problem: str, hint: str) -> None:
+        super().__init__(f"{problem} ({hint})")
+        self.folder, self.problem, self.hint = folder, problem, hint
+
+
 def list_images(folder: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """All image files below ``folder`` (recursive, sorted) or a one-line :class:`DiffIRError`."""
+    """All image files below ``folder`` (recursive, sorted) or a one-line :class:`ImageFolderError`."""
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise DiffIRError(f"image folder not found: {root} (check the dataset path in your config)")
+        where = "no such directory" if root.is_absolute() else f"relative to the working directory {Path.cwd()}"
+        if root.exists():
+            where = "it is a file, not a directory"
+        raise ImageFolderError(root, f"image folder not found: {root}", where)
     exts = {e.lower() for e in extensions}
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())
     if not files:
-        raise DiffIRError(
-            f"no images in {root} (looked recursively for {', '.join(sorted(exts))}); "
-            "point the config at a folder that contains images"
-        )
+        raise ImageFolderError(root, f"no images in {root}", f"looked recursively for {', '.join(sorted(exts))}")
     return files
 
 

@@ -94,7 +94,8 @@ def _read_v73(path: str | Path) -> dict[str, Any]:
     try:
         import h5py
     except ImportError as exc:
-        raise MatFormatError(f"{path} is a MATLAB v7.3 (HDF5) file; install h5py to read it") from exc
+        raise MatFormatError(f"{path} is a MATLAB v7.3 (HDF5) file; install h5py to read it "
+                             "(pip install h5py, or pip install 'diffir[train]')") from exc
 
     def convert(f, obj):
         if obj.dtype == object or obj.dtype.kind == "O" or h5py.check_dtype(ref=obj.dtype) is not None:

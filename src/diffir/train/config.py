@@ -17,7 +17,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+try:
+    from pydantic import (
+        BaseModel,
+        ConfigDict,
+        Field,
+        PrivateAttr,
+        ValidationError,
+        field_validator,
+        model_validator,
+    )
+except ModuleNotFoundError as _exc:  # the [train] extra is not installed
+    raise ModuleNotFoundError(f"diffir.train needs the training extras ({_exc.name} is missing): "
+                              "pip install 'diffir[train]'", name=_exc.name) from None
 
 from diffir.errors import ConfigError
 
@@ -60,6 +73,13 @@ class DatasetSection(Section):
         if self.kind == "paired" and not self.lq_dir:
             raise ValueError("kind 'paired' needs lq_dir")
         return self
+
+    # How to fix each folder field when it is wrong (set by parse_config from the unexpanded YAML text).
+    _path_hints: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def path_hint(self, field: str) -> str:
+        """The fix for a wrong ``gt_dir`` / ``lq_dir``: the environment variable it came from and the config key."""
+        return self._path_hints.get(field) or f"check {field} in the config"
 
 
 class ProgressiveSection(Section):
@@ -353,12 +373,45 @@ def _one_line(err: ValidationError, source: str, set_keys: list[str] | None = No
     return f"{source}: {dotted or 'config'}: {msg}" if dotted else f"{source}: {msg}"
 
 
+def path_hint(raw: Any, key: str, source: str = "config", from_set: bool = False) -> str:
+    """How to fix the folder of config key ``key`` whose unexpanded value is ``raw``.
+
+    ``${DIFFIR_DATA:-../shared/data}/train/T91`` -> ``set DIFFIR_DATA to the folder that holds train/T91, or edit
+    data.train.gt_dir in <source>``.
+    """
+    edit = f"fix --set {key}" if from_set else f"edit {key} in {'the config' if source == 'config' else source}"
+    m = _VAR.search(raw) if isinstance(raw, str) else None
+    if m is None:
+        return edit
+    name = m.group(1)
+    rest = raw[m.end():].strip("/") if m.start() == 0 else ""
+    target = f"the folder that holds {rest}" if rest else "the data folder"
+    value = os.environ.get(name)
+    if value:
+        return f"{name} is {value}: point it at {target}, or {edit}"
+    return f"set {name} to {target}, or {edit}"
+
+
+def _remember_paths(cfg: TrainConfig, data: dict[str, Any], source: str, set_keys: list[str]) -> None:
+    raw_data = data.get("data") if isinstance(data.get("data"), dict) else {}
+    for name in ("train", "val"):
+        section = getattr(cfg.data, name)
+        raw = raw_data.get(name)
+        if section is None or not isinstance(raw, dict):
+            continue
+        for field in ("gt_dir", "lq_dir"):
+            key = f"data.{name}.{field}"
+            section._path_hints[field] = path_hint(raw.get(field), key, source, key in set_keys)
+
+
 def parse_config(data: dict[str, Any], source: str = "config", set_keys: list[str] | None = None) -> TrainConfig:
     """Validate a config mapping; ``set_keys`` (dotted keys given with ``--set``) only sharpen error messages."""
     try:
-        return TrainConfig.model_validate(expand_vars(data))
+        cfg = TrainConfig.model_validate(expand_vars(data))
     except ValidationError as err:
         raise ConfigError(_one_line(err, source, set_keys)) from None
+    _remember_paths(cfg, data, source, set_keys or [])
+    return cfg
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,19 @@ class StreamBatchSampler(Sampler[list[tuple[int, int]]]):
 
 def build_dataset(section: DatasetSection, scale: int, task: str, train: bool) -> Dataset:
     """The :mod:`diffir.data` dataset a config section describes."""
+    from diffir.data.files import ImageFolderError
+
+    try:
+        return _build_dataset(section, scale, task, train)
+    except ImageFolderError as exc:  # name the config key / environment variable the folder came from
+        for field in ("gt_dir", "lq_dir"):
+            value = getattr(section, field)
+            if value is not None and Path(value).expanduser() == exc.folder:
+                raise ConfigError(f"{exc.problem} ({exc.hint}; {section.path_hint(field)})") from None
+        raise
+
+
+def _build_dataset(section: DatasetSection, scale: int, task: str, train: bool) -> Dataset:
     from diffir import data as D
 
     patch = section.patch_size if train else section.patch_size

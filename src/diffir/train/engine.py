@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -161,8 +162,11 @@ class Trainer(Objectives):
                     from torch.utils.tensorboard import SummaryWriter
 
                     self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.start_iter + 1)
-                except ImportError:  # tensorboard is an optional extra
+                except ImportError:  # tensorboard is part of the optional [train] extra: log.jsonl still has it all
                     self.writer = None
+                    print("diffir: warning: log.tensorboard is on but tensorboard is not installed "
+                          "(pip install 'diffir[train]', or --set log.tensorboard=false); logging to log.jsonl only",
+                          file=sys.stderr)
 
     # ------------------------------------------------------------------------------------------ set-up
     def _new_pool(self) -> TrainingPairPool | None:

@@ -54,15 +54,20 @@ def initialise_stage(student: nn.Module, stage: str, from_s1: str | None, from_s
         raise ConfigError("stage 'gan' starts from a stage-2 model: pass --from-s2 RUN_DIR|CKPT")
     if stage == "s2" and from_s2 is None and from_s1 is None:
         raise ConfigError("stage 's2' starts from a stage-1 model: pass --from-s1 RUN_DIR|CKPT")
+    s2 = None
+    if from_s2 is not None:  # its stage first: an S1 run passed as --from-s2 has no teacher beside it either
+        s2 = load_model(ckpt.resolve_weights(from_s2))
+        if s2.config.stage != 2:
+            fix = ("pass it as --from-s1 instead" if stage == "s2" else
+                   f"train stage s2 first (--from-s1 {from_s2}) and pass that run as --from-s2")
+            raise ConfigError(f"--from-s2 {from_s2}: that is a stage-{s2.config.stage} model, not a stage-2 model; "
+                              f"{fix}")
+        check_same(student.config, s2.config, f"--from-s2 {from_s2}", ignore=("stage",))
     teacher_path = ckpt.resolve_weights(from_s1) if from_s1 else ckpt.resolve_teacher(from_s2)  # type: ignore[arg-type]
     if teacher_path is None:
         raise ConfigError(f"no S1 teacher found next to {from_s2}; pass --from-s1 as well")
     teacher = load_teacher(teacher_path, student.config, device)
-    if from_s2 is not None:
-        s2 = load_model(ckpt.resolve_weights(from_s2))
-        if s2.config.stage != 2:
-            raise ConfigError(f"--from-s2 {from_s2}: that is a stage-{s2.config.stage} model")
-        check_same(student.config, s2.config, f"--from-s2 {from_s2}", ignore=("stage",))
+    if s2 is not None:
         student.load_state_dict(s2.state_dict())
     else:
         student.G.load_state_dict(teacher.G.state_dict())
