@@ -194,3 +194,102 @@ def test_cli_eval_and_errors(tmp_path, capsys, sr_model_file):
     assert "does not fit" in capsys.readouterr().err
     assert main(["eval", "--data", str(data), "--task", "sr", "-o", str(tmp_path / "o3")]) == 2  # GT only
     assert "--degrade" in capsys.readouterr().err
+
+
+def test_missing_data_folder_says_where_it_looked_and_hints_without_resolving(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIFFIR_DATA", raising=False)
+    opts = EvalOptions(task="sr", metrics=["psnr"])
+    with pytest.raises(ConfigError, match="not a folder") as err:
+        evaluate("Set14", tmp_path / "o", options=opts)
+    msg = str(err.value)
+    assert "\n" not in msg and f"looked for {tmp_path / 'Set14'}" in msg
+    assert "$DIFFIR_DATA/sr/Set14" in msg and "realsr/RealSR" in msg and "deblur/real_pairs" in msg
+    shared = tmp_path / "shared"
+    _write(shared / "sr" / "Set14" / "HR", "a.png", _pattern(16, 16))
+    monkeypatch.setenv("DIFFIR_DATA", str(shared))
+    with pytest.raises(ConfigError, match=r"did you mean --data \$DIFFIR_DATA/sr/Set14"):  # a hint, not a lookup
+        evaluate("Set14", tmp_path / "o", options=opts)
+    with pytest.raises(ConfigError, match="--lq .*missing_lq: not a folder"):
+        evaluate(None, tmp_path / "o", options=EvalOptions(task="sr", gt_dir=shared / "sr" / "Set14" / "HR",
+                                                            lq_dir=tmp_path / "missing_lq"))  # fmt: skip
+
+
+def test_scale_mismatch_is_an_error_modcrop_is_not(tmp_path, capsys):
+    gt_dir, x2, x4 = tmp_path / "HR", tmp_path / "X2", tmp_path / "X4"
+    for name, (h, w) in (("a", (42, 37)), ("b", (40, 40))):  # a: not a multiple of 4 (modcrop, 2 + 1 px)
+        gt = _pattern(h, w)
+        _write(gt_dir, f"{name}.png", gt)
+        _write(x2, f"{name}.png", _pattern(h // 2, w // 2))
+        _write(x4, f"{name}.png", _pattern(h // 4, w // 4))
+    opts = dict(task="sr", scale=4, metrics=["psnr"], grids=False, gt_dir=gt_dir)
+    ok = evaluate(None, tmp_path / "ok", options=EvalOptions(lq_dir=x4, **opts), log=lambda m: None)
+    assert len({r["image"] for r in ok.rows}) == 2
+    assert "top-left overlap" in next(r for r in ok.rows if r["image"] == "a")["notes"]
+    with pytest.raises(ConfigError, match=r"^a: GT 37x42 but the x4 output of the 18x21 input is 72x84 "
+                                          r"\(the pair looks x2\): the data does not fit a sr x4 model"):  # fmt: skip
+        evaluate(None, tmp_path / "bad", options=EvalOptions(lq_dir=x2, **opts))
+    # a later image that does not fit: one warning line, the image is left out and named in the report
+    _write(x4, "b.png", _pattern(20, 20))
+    warnings = []
+    res = evaluate(None, tmp_path / "later", options=EvalOptions(lq_dir=x4, **opts), log=lambda m: None,
+                   warn=warnings.append)  # fmt: skip
+    assert {r["image"] for r in res.rows} == {"a"} and len(warnings) == 1 and "b: GT 40x40" in warnings[0]
+    assert "skipped (GT size does not fit a x4 output): b" in (tmp_path / "later" / "results.md").read_text()
+    # the CLI: one error line, exit code 2
+    rc = main(["eval", "--task", "sr", "--scale", "4", "--gt", str(gt_dir), "--lq", str(x2), "--metrics", "psnr",
+               "-o", str(tmp_path / "cli"), "--no-grids"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "diffir: error: a: GT 37x42" in err and "use x4 data" in err
+
+
+def test_default_metrics_run_out_of_the_box(tmp_path, monkeypatch, capsys):
+    from diffir.evaluation import default_metrics
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    monkeypatch.setenv("DIFFIR_METRIC_WEIGHTS", str(weights))
+    assert default_metrics("sr") == ["psnr", "ssim", "niqe"]
+    assert default_metrics("deblur") == default_metrics("inpaint") == ["psnr", "ssim"]
+    (weights / "alexnet-owt-7be5be79.pth").write_bytes(b"")  # found -> on by default
+    (weights / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"")
+    assert default_metrics("sr") == ["psnr", "ssim", "niqe", "lpips"]
+    assert default_metrics("inpaint") == ["psnr", "ssim", "lpips", "fid"]
+    assert "dists" in default_metrics("deblur", {"vgg16": "given.pth"})  # given explicitly: tried, not hidden
+    for f in weights.iterdir():
+        f.unlink()
+    data = tmp_path / "d"
+    _write(data, "a.png", _pattern(32, 32))
+    base = ["eval", "--data", str(data), "--degrade", "bicubic_x2", "--no-grids"]
+    assert main([*base, "-o", str(tmp_path / "o1")]) == 0
+    out = capsys.readouterr()
+    assert "warning" not in out.err and "skipp" not in out.out + out.err and "| PSNR ↑ | SSIM ↑ | NIQE ↓ |" in out.out
+    assert main([*base, "-o", str(tmp_path / "o2"), "--metrics", "psnr,lpips"]) == 0  # requested but missing
+    err = [line for line in capsys.readouterr().err.splitlines() if "lpips" in line]
+    assert len(err) == 1 and err[0].startswith("diffir: warning: lpips skipped: needs torchvision's AlexNet")
+
+
+def test_cli_mask_alias_device_default_and_run_folder_label(tmp_path, sr_model_file):
+    from diffir.cli import build_parser
+    from diffir.evaluation.runner import model_label
+
+    root = tmp_path / "fx"
+    _write(root / "images", "t.png", _pattern(24, 24))
+    mask = np.zeros((24, 24), np.uint8)
+    mask[4:12, 4:12] = 255
+    _write(root / "masks", "t.png", mask)
+    argv = ["eval", "--task", "inpaint", "--gt", str(root / "images"), "--mask", str(root / "masks"),
+            "--metrics", "psnr", "-o", str(tmp_path / "o"), "--no-grids"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    assert args.masks == root / "masks" and args.device == "auto" and EvalOptions().device == "auto"
+    assert main(argv) == 0 and "hole 11.1%" in (tmp_path / "o" / "per_image.csv").read_text()
+    assert model_label(tmp_path / "run_a" / "model.safetensors") == "run_a"
+    assert model_label(str(tmp_path / "run_b" / "checkpoints" / "iter_00000300" / "params_ema.safetensors")) == (
+        "run_b/iter_00000300")
+    assert model_label(tmp_path / "x" / "diffir_sr_x4.safetensors") == "diffir_sr_x4" and model_label(None) == "diffir"
+    run = tmp_path / "sr_run"
+    run.mkdir()
+    model = sr_model_file.rename(run / "model.safetensors")
+    opts = EvalOptions(degrade="bicubic_x4", metrics=["psnr"], grids=False, baselines=False)
+    res = evaluate(tmp_path / "fx" / "images", tmp_path / "o2", model=model, log=lambda m: None, options=opts)
+    assert res.methods == ["sr_run"]

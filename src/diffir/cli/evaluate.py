@@ -1,11 +1,12 @@
 """``diffir eval``: metrics, baseline rows, markdown/CSV tables and comparison grids on a benchmark folder.
 
-    diffir eval --model diffir_sr_x4.safetensors --data Set14 --degrade bicubic_x4 -o results/set14
-    diffir eval --model realsr_x4.safetensors --data RealSR            # HR/ + LR/ pairs
-    diffir eval --model deblur.safetensors --data real_pairs           # sharp/ + blur/ pairs
-    diffir eval --model inpaint.safetensors --data celeba_hq_256 --degrade mask_thick
-    diffir eval --task sr --data Set5 --degrade bicubic_x4             # baselines only, no model
-    diffir eval --curves experiments/run1 -o plots/                     # training curves (needs [plots])
+    D=/path/to/shared/data   # the shared data pack: sr/Set5, sr/Set14, sr/B100, realsr/RealSR, deblur/real_pairs, ...
+    diffir eval --model diffir_sr_x4_small --data $D/sr/Set14 --degrade bicubic_x4 -o results/set14
+    diffir eval --model diffir_sr_x4_small --data $D/realsr/RealSR      # HR/ + LR/ pairs
+    diffir eval --task deblur --data $D/deblur/real_pairs                # sharp/ + blur/ pairs, baseline only
+    diffir eval --model inpaint.safetensors --data $D/inpaint/celeba_hq_256 --degrade mask_thick
+    diffir eval --task sr --data $D/sr/Set5 --degrade bicubic_x4         # baselines only, no model
+    diffir eval --curves experiments/run1 -o plots/                      # training curves (needs [plots])
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "images/+masks/, or a GT-only folder with --degrade)")  # fmt: skip
     src.add_argument("--gt", type=Path, help="explicit GT folder (instead of --data)")
     src.add_argument("--lq", type=Path, help="explicit LQ folder paired with --gt by file name")
-    src.add_argument("--masks", type=Path, help="explicit mask folder paired with --gt (inpainting)")
+    src.add_argument("--masks", "--mask", dest="masks", type=Path,
+                     help="explicit mask folder paired with --gt (inpainting); --mask is the same flag")  # fmt: skip
     src.add_argument("--degrade", help="synthesise LQ from GT: bicubic_x2|x3|x4, mask_thick|mask_thin|mask_medium"
                      "|mask_thick_512|mask_thin_512, or any diffir.data degradation name")  # fmt: skip
     src.add_argument("--mask-hole", choices=["white", "black"], default="white",
@@ -32,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--limit", type=int, help="evaluate only the first N images")
 
     met = parser.add_argument_group("metrics")
-    met.add_argument("--metrics", help="comma list of psnr,ssim,lpips,lpips_vgg,dists,niqe,fid "
-                     "[psnr,ssim,lpips; +fid for inpainting]")  # fmt: skip
+    met.add_argument("--metrics", help="comma list of psnr,ssim,lpips,lpips_vgg,dists,niqe,fid [psnr,ssim; +niqe "
+                     "for SR; + lpips, dists (and fid for inpainting) when their weights are found]")  # fmt: skip
     met.add_argument("--crop-border", type=int, help="pixels removed per side [scale for SR, else 0]")
     chan = met.add_mutually_exclusive_group()
     chan.add_argument("--y-channel", dest="y_channel", action="store_true", default=None,
@@ -49,14 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--no-grids", action="store_true", help="do not write comparison crops")
     out.add_argument("--grid-crop", type=int, default=128, help="crop side of the comparison grids [128]")
     out.add_argument("--no-baselines", action="store_true", help="only the model row")
-    out.add_argument("--label", help="name of the model row [checkpoint file name]")
+    out.add_argument("--label", help="name of the model row [checkpoint file name; the run folder for "
+                     "model/params/params_ema.safetensors]")  # fmt: skip
     out.add_argument("--curves", nargs="+", type=Path, metavar="RUN_DIR",
                      help="plot training curves of these runs (log.jsonl/val.jsonl/TensorBoard) and exit")  # fmt: skip
     out.add_argument("--macs-plot", action="store_true",
                      help="also plot PSNR vs MACs with the paper's published points (SR/deblur)")  # fmt: skip
 
     run_g = parser.add_argument_group("running the model")
-    run_g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, auto [cpu]")
+    run_g.add_argument("--device", default="auto",
+                       help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps [auto]")  # fmt: skip
     run_g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     run_g.add_argument("--tile", default="auto", help="LQ tile size, 0 = whole image, auto [auto]")
     run_g.add_argument("--seed", type=int, default=0, help="seed of the IPR noise and synthetic degradations [0]")

@@ -1,7 +1,7 @@
 """Benchmark evaluation: ``diffir eval`` (paired or GT-only folders, baselines, tables, grids) and plots.
 
     from diffir.evaluation import evaluate, EvalOptions
-    result = evaluate("Set5", "results/set5", model="diffir_sr_x4.safetensors",
+    result = evaluate("data/sr/Set5", "results/set5", model="diffir_sr_x4.safetensors",
                       options=EvalOptions(degrade="bicubic_x4", metrics=["psnr", "ssim"]))
     result.means()["bicubic"]["psnr"]
 """

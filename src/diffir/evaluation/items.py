@@ -18,6 +18,7 @@ An LQ name may carry a scale suffix (``babyx4``, ``baby_x4``, ``baby_LR4``) that
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,11 @@ import numpy as np
 
 from diffir.errors import ConfigError
 
-__all__ = ["EvalPair", "Layout", "detect_layout", "list_images", "read_rgb", "read_mask", "pair_files"]
+__all__ = ["EvalPair", "Layout", "detect_layout", "list_images", "read_rgb", "read_mask", "pair_files", "require_dir"]
+
+# The shared data pack (``$DIFFIR_DATA``): benchmark folders relative to it, quoted in the "not a folder" hint.
+SHARED_LAYOUT = ("sr/Set5", "sr/Set14", "sr/B100", "realsr/RealSR", "deblur/real_pairs", "inpaint/celeba_hq_256",
+                 "inpaint/fixtures/MAT_CelebA-HQ")  # fmt: skip
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _SCALE_SUFFIX = re.compile(r"(?:[_-]?x\d|[_-]?LR\d|[_-]?lr\d|[_-]?bicubic)$", re.IGNORECASE)
@@ -63,10 +68,38 @@ def _sub(root: Path, *names: str) -> Path | None:
     return None
 
 
+def _shared_matches(name: str) -> list[Path]:
+    """Folders called ``name`` in ``$DIFFIR_DATA`` (up to three levels deep), for the hint only."""
+    base = os.environ.get("DIFFIR_DATA")
+    if not base or not name or not Path(base).is_dir():
+        return []
+    root = Path(base)
+    hits = []
+    for pattern in ("*", "*/*", "*/*/*"):
+        hits += [p for p in sorted(root.glob(pattern)) if p.name.lower() == name.lower() and p.is_dir()]
+    return hits[:3]
+
+
+def require_dir(path: Path, flag: str = "--data") -> Path:
+    """``path`` if it is a folder, else a one-line :class:`ConfigError` saying what was looked for and where
+    benchmark folders usually are.  Names are never resolved: the hint only suggests a path."""
+    if path.is_dir():
+        return path
+    what = "a file, not a folder" if path.exists() else "not a folder"
+    msg = f"{flag} {path}: {what} (looked for {path.expanduser().absolute()})"
+    matches = _shared_matches(path.name)
+    if matches:
+        msg += "; did you mean " + " or ".join(f"{flag} $DIFFIR_DATA/{m.relative_to(os.environ['DIFFIR_DATA'])}"
+                                               for m in matches)  # fmt: skip
+    elif flag == "--data":
+        msg += ("; give the path of a benchmark folder, e.g. $DIFFIR_DATA/sr/Set14 with DIFFIR_DATA = the shared "
+                "data folder (layout: " + ", ".join(SHARED_LAYOUT) + ")")  # fmt: skip
+    raise ConfigError(msg)
+
+
 def detect_layout(root: Path, scale: int | None = None, degrade: str | None = None) -> Layout:
     """Decide how to read ``root``; ``degrade`` forces GT-only use of the GT folder."""
-    if not root.is_dir():
-        raise ConfigError(f"--data {root}: not a folder")
+    require_dir(root)
     gt = _sub(root, "HR", "GT", "gt", "sharp", "hr")
     if _sub(root, "images") and _sub(root, "masks"):
         return Layout("inpaint", root / "images", mask_dir=root / "masks", description="images/ + masks/")

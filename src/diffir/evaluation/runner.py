@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,17 +16,59 @@ from diffir.errors import ConfigError
 from diffir.evaluation.baselines import baselines_for
 from diffir.evaluation.degrade import degradation_task, degrade
 from diffir.evaluation.grids import comparison_grid, save_grid
-from diffir.evaluation.items import EvalPair, Layout, detect_layout, pair_files, read_mask, read_rgb
+from diffir.evaluation.items import EvalPair, Layout, detect_layout, pair_files, read_mask, read_rgb, require_dir
 from diffir.evaluation.report import EvalResult, write_reports
 from diffir.metrics.registry import METRICS, build_metric, describe
-from diffir.metrics.weights import MissingWeightsError
+from diffir.metrics.weights import MissingWeightsError, find_weights
 
-__all__ = ["EvalOptions", "evaluate", "default_metrics"]
+__all__ = ["EvalOptions", "evaluate", "default_metrics", "model_label"]
+
+# metric -> backbone it needs; run by default only when that backbone's file is found (or its path was given)
+_OPTIONAL = {"lpips": "alexnet", "dists": "vgg16", "fid": "inception_fid"}
+# pixels a GT side may differ from the output side beyond the modcrop remainder (scale - 1) before the pair is
+# rejected: the DeblurGAN demo pairs differ by 2 rows; a wrong-scale pair differs by a whole image side
+SIZE_SLACK = 4
+_RUN_FILES = {"model", "params", "params_ema"}
 
 
-def default_metrics(task: str) -> list[str]:
-    # LPIPS/FID are listed so that a missing backbone is reported rather than silently absent.
-    return ["psnr", "ssim", "lpips", "fid"] if task == "inpaint" else ["psnr", "ssim", "lpips"]
+def default_metrics(task: str, weights: dict[str, Any] | None = None) -> list[str]:
+    """Metrics that run out of the box (PSNR, SSIM; + NIQE for SR), plus LPIPS/DISTS (and FID for
+    inpainting) when their backbone file is found in ``weights`` or the metric weights folder."""
+    names = ["psnr", "ssim"] + (["niqe"] if task == "sr" else [])
+    weights = weights or {}
+    for name, backbone in _OPTIONAL.items():
+        if name == "fid" and task != "inpaint":
+            continue
+        if backbone in weights:  # given explicitly: run it (a wrong path is reported, not hidden)
+            names.append(name)
+            continue
+        try:
+            find_weights(backbone)
+        except MissingWeightsError:
+            continue
+        names.append(name)
+    return names
+
+
+def model_label(model: Any) -> str:
+    """Row name of a model: the file stem, or the run folder for the generic names training writes
+    (``run/model.safetensors`` -> ``run``; ``run/checkpoints/iter_N/params_ema.safetensors`` -> ``run/iter_N``)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return "diffir"
+    path = Path(model)
+    if path.stem not in _RUN_FILES or path.suffix not in (".safetensors", ".pth", ".pt", ".ckpt"):
+        return path.stem
+    parent = path.resolve().parent
+    if parent.parent.name == "checkpoints":
+        return f"{parent.parent.parent.name}/{parent.name}"
+    return parent.name or path.stem
+
+
+def _warn(message: str) -> None:
+    """One line on stderr, prefixed like every diffir warning (through tqdm so a progress bar stays intact)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"diffir: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 @dataclass
@@ -47,7 +90,7 @@ class EvalOptions:
     gt_dir: Path | None = None
     mask_dir: Path | None = None
     weights: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"
+    device: str = "auto"
     tile: int | str = "auto"
     precision: str = "fp32"
     model_label: str | None = None
@@ -77,6 +120,9 @@ def _task_and_scale(restorer: Any, opts: EvalOptions, layout_hint: str | None) -
 
 def _layout(data: Path | None, opts: EvalOptions, scale: int | None) -> Layout:
     if opts.gt_dir is not None:
+        for flag, folder in (("--gt", opts.gt_dir), ("--lq", opts.lq_dir), ("--masks", opts.mask_dir)):
+            if folder is not None:
+                require_dir(Path(folder), flag)
         if opts.mask_dir is not None:
             return Layout("inpaint", opts.gt_dir, mask_dir=opts.mask_dir, description="--gt + --masks")
         if opts.lq_dir is not None and not opts.degrade:
@@ -87,7 +133,7 @@ def _layout(data: Path | None, opts: EvalOptions, scale: int | None) -> Layout:
     return detect_layout(data, scale=scale, degrade=opts.degrade)
 
 
-def _load_sample(pair: EvalPair, layout: Layout, index: int, scale: int, opts: EvalOptions):
+def _load_sample(pair: EvalPair, layout: Layout, index: int, scale: int, opts: EvalOptions, task: str):
     """(lq, gt, hole) as uint8 arrays, GT cropped to the output size; notes appended to ``pair.notes``."""
     gt = read_rgb(pair.gt)
     if layout.kind == "gt_only":
@@ -102,9 +148,32 @@ def _load_sample(pair: EvalPair, layout: Layout, index: int, scale: int, opts: E
         return gt, gt, hole
     lq = read_rgb(pair.lq)
     out_h, out_w = lq.shape[0] * scale, lq.shape[1] * scale
+    check_sizes(pair, gt.shape[:2], lq.shape[:2], scale, task)
     if gt.shape[:2] != (out_h, out_w):
         pair.notes.append(f"GT {gt.shape[1]}x{gt.shape[0]} vs output {out_w}x{out_h}: compared on the top-left overlap")
     return lq, gt, None
+
+
+class SizeMismatch(ConfigError):
+    """A GT/output size difference beyond modcrop: the data does not fit the model's (or ``--scale``'s) scale."""
+
+
+def check_sizes(pair: EvalPair, gt_hw: tuple[int, int], lq_hw: tuple[int, int], scale: int, task: str = "sr") -> None:
+    """Raise :class:`SizeMismatch` when a x``scale`` output of the LQ cannot be the GT's size.
+
+    Tolerated: the GT larger or smaller by up to ``scale - 1`` pixels per side (GT not a multiple of the scale,
+    LR rounded either way) plus :data:`SIZE_SLACK` pixels (demo pairs cut a couple of rows differently)."""
+    out_hw = (lq_hw[0] * scale, lq_hw[1] * scale)
+    tol = scale - 1 + SIZE_SLACK
+    if all(abs(g - o) <= tol for g, o in zip(gt_hw, out_hw, strict=True)):
+        return
+    k = gt_hw[1] // lq_hw[1]  # the scale the pair was made for (an integer one if GT = modcrop(k * LQ))
+    looks = f"x{k}" if k >= 1 and gt_hw[1] // k == lq_hw[1] else f"x{gt_hw[1] / lq_hw[1]:.2f}"
+    fix = f"use x{scale} data (e.g. LR_bicubic/X{scale}/)" if scale > 1 else "use GT and input of the same size"
+    raise SizeMismatch(
+        f"{pair.name}: GT {gt_hw[1]}x{gt_hw[0]} but the x{scale} output of the {lq_hw[1]}x{lq_hw[0]} input is "
+        f"{out_hw[1]}x{out_hw[0]} (the pair looks {looks}): the data does not fit a {task} x{scale} model; {fix}"
+    )
 
 
 def _common_crop(images: dict[str, np.ndarray], gt: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -113,15 +182,17 @@ def _common_crop(images: dict[str, np.ndarray], gt: np.ndarray) -> tuple[dict[st
     return {k: v[:h, :w] for k, v in images.items()}, gt[:h, :w]
 
 
-def _build_metrics(names: list[str], crop: int, y: bool, opts: EvalOptions, log: Callable[[str], None]):
+def _build_metrics(names: list[str], crop: int, y: bool, opts: EvalOptions, device: str,
+                   warn: Callable[[str], None]):  # fmt: skip
     built, skipped = {}, {}
     for name in names:
         try:
             built[name] = build_metric(name, crop_border=crop, test_y_channel=y, weights=opts.weights,
-                                       device=opts.device)
+                                       device=device)  # fmt: skip
         except MissingWeightsError as exc:
-            skipped[name] = str(exc)
-            log(f"skipping {name}: {exc}")
+            reason = re.sub(rf"^{re.escape(name)}(?: \([^)]*\))?: ", "", " ".join(str(exc).split()))
+            skipped[name] = reason
+            warn(f"{name} skipped: {reason}")
     return built, skipped
 
 
@@ -131,10 +202,16 @@ def evaluate(
     model: Any = None,
     options: EvalOptions | None = None,
     log: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` (a DiffIR S2 module, checkpoint path or name; ``None`` = baselines only) on ``data``."""
+    """Evaluate ``model`` (a DiffIR S2 module, checkpoint path or name; ``None`` = baselines only) on ``data``.
+
+    ``log`` gets progress lines, ``warn`` one-line warnings (default: ``diffir: warning: ...`` on stderr).
+    A GT/output size mismatch beyond modcrop (:func:`check_sizes`) stops the run on the first image and
+    skips a later image with a warning."""
     from tqdm import tqdm
 
+    warn = warn or _warn
     opts = options or EvalOptions()
     data_path = Path(data) if data is not None else None
     out = Path(out_dir)
@@ -149,11 +226,12 @@ def evaluate(
     pairs = pair_files(layout, opts.limit)
     crop = opts.crop_border if opts.crop_border is not None else (scale if task == "sr" else 0)
     y = opts.y_channel if opts.y_channel is not None else task == "sr"
-    names = [describe(m).name for m in (opts.metrics or default_metrics(task))]
-    metrics, skipped = _build_metrics(names, crop, y, opts, log)
+    names = [describe(m).name for m in (opts.metrics or default_metrics(task, opts.weights))]
+    device = str(restorer.device) if restorer is not None else _metric_device(opts.device)
+    metrics, skipped = _build_metrics(names, crop, y, opts, device, warn)
 
     methods = list(baselines_for(task, scale)) if opts.baselines else []
-    label = opts.model_label or (Path(str(model)).stem if isinstance(model, (str, os.PathLike)) else "diffir")
+    label = opts.model_label or model_label(model)
     if restorer is not None:
         methods.append(label)
     if not methods:
@@ -169,29 +247,39 @@ def evaluate(
     per_image = {n: m for n, m in metrics.items() if METRICS[n].kind != "set"}
     # Set metrics (FID) get one accumulator per method sharing the network and the GT features.
     per_set = {n: {meth: m.fork() for meth in methods} for n, m in metrics.items() if METRICS[n].kind == "set"}
-    hole_fractions = []
-    for index, pair in enumerate(tqdm(pairs, desc=f"eval {dataset}", unit="img", leave=False)):
-        lq, gt, hole = _load_sample(pair, layout, index, scale, opts)
-        if hole is not None:  # inpainting scores depend on the hole size; a wrong --mask-hole shows up here
-            hole_fractions.append(float(hole.mean()))
-            pair.notes.append(f"hole {100 * hole_fractions[-1]:.1f}%")
-        outputs = {name: fn(lq, hole) for name, fn in baselines.items()}
-        if restorer is not None:
-            outputs[label] = restorer.restore(lq, mask=None if hole is None else hole * 255)
-        outputs, gt_c = _common_crop(outputs, gt)
-        captions = {}
-        for i, (method, img) in enumerate(outputs.items()):
-            row = _score(pair, method, img, gt_c, per_image)
-            result.rows.append(row)
-            for accumulators in per_set.values():
-                accumulators[method].add(img, gt_c if i == 0 else None)
-            if row.get("psnr") is not None and np.isfinite(row["psnr"]):
-                captions[method] = f"{row['psnr']:.2f}dB"
-            if opts.save_images:
-                _save(out / "images" / _slug(method) / f"{pair.name}.png", img)
-        if opts.grids:
-            grid = comparison_grid(lq, outputs, gt_c, crop=opts.grid_crop, hole=hole, captions=captions)
-            save_grid(grid, out / "grids" / f"{_slug(pair.name)}.png")
+    hole_fractions, done, dropped = [], 0, []
+    progress = tqdm(pairs, desc=f"eval {dataset}", unit="img", leave=False)
+    with progress:  # closed (and cleared) before an error is printed
+        for index, pair in enumerate(progress):
+            try:
+                lq, gt, hole = _load_sample(pair, layout, index, scale, opts, task)
+            except SizeMismatch as exc:
+                if index == 0:
+                    raise
+                warn(f"{exc}; image skipped")
+                dropped.append(pair.name)
+                continue
+            done += 1
+            if hole is not None:  # inpainting scores depend on the hole size; a wrong --mask-hole shows up here
+                hole_fractions.append(float(hole.mean()))
+                pair.notes.append(f"hole {100 * hole_fractions[-1]:.1f}%")
+            outputs = {name: fn(lq, hole) for name, fn in baselines.items()}
+            if restorer is not None:
+                outputs[label] = restorer.restore(lq, mask=None if hole is None else hole * 255)
+            outputs, gt_c = _common_crop(outputs, gt)
+            captions = {}
+            for i, (method, img) in enumerate(outputs.items()):
+                row = _score(pair, method, img, gt_c, per_image)
+                result.rows.append(row)
+                for accumulators in per_set.values():
+                    accumulators[method].add(img, gt_c if i == 0 else None)
+                if row.get("psnr") is not None and np.isfinite(row["psnr"]):
+                    captions[method] = f"{row['psnr']:.2f}dB"
+                if opts.save_images:
+                    _save(out / "images" / _slug(method) / f"{pair.name}.png", img)
+            if opts.grids:
+                grid = comparison_grid(lq, outputs, gt_c, crop=opts.grid_crop, hole=hole, captions=captions)
+                save_grid(grid, out / "grids" / f"{_slug(pair.name)}.png")
 
     if hole_fractions:
         source = f" (mask files, --mask-hole {opts.mask_hole})" if layout.kind == "inpaint" else ""
@@ -199,10 +287,18 @@ def evaluate(
     for name, accumulators in per_set.items():
         for method, acc in accumulators.items():
             result.set_metrics.setdefault(method, {})[name] = acc.compute()
-        result.notes.append(f"{name} over {len(pairs)} images per method: small sets bias FID upward")
+        result.notes.append(f"{name} over {done} images per method: small sets bias FID upward")
+    if dropped:
+        result.notes.append(f"skipped (GT size does not fit a x{scale} output): {', '.join(dropped)}")
     paths = write_reports(result, out)
-    log(f"wrote {paths['markdown']} ({len(pairs)} images; methods: {', '.join(methods)})")
+    log(f"wrote {paths['markdown']} ({done} images; methods: {', '.join(methods)})")
     return result
+
+
+def _metric_device(name: str) -> str:
+    from diffir.pipelines.precision import resolve_device
+
+    return str(resolve_device(name))
 
 
 def _score(pair: EvalPair, method: str, img: np.ndarray, gt: np.ndarray, metrics: dict) -> dict[str, Any]:
