@@ -224,3 +224,54 @@ def test_read_checkpoint_restores_safetensors_duplicates() -> None:
     sd, meta = read_checkpoint(path)
     assert "diffusion.model.resmlp.0.weight" in sd
     assert meta["diffusion.model.resmlp.0.weight"] == "denoise.resmlp.0.weight"
+
+
+# ------------------------------------------------------------------------------------ run folders, training states
+def _fake_run(root, model):
+    """A ``diffir train`` output folder with the real layout: model.safetensors + checkpoints/iter_*/ with
+    params(_ema).safetensors and a tensors-only state.pt (iteration, optimizer, scalers, RNG)."""
+    from diffir.train import checkpointing as ck
+
+    opt = torch.optim.Adam(model.parameters())
+    state = {"iteration": 50, "optimizers": {"g": opt.state_dict()}, "scalers": {}, "rng": ck.rng_state({})}
+    ckpt = ck.save_checkpoint(root, 50, {"params": model, "params_ema": model}, state, keep=1)
+    save_model(model, root / "model.safetensors")
+    return ckpt
+
+
+def test_a_run_folder_loads_its_model_and_a_training_state_is_named(tmp_path) -> None:
+    model = tiny_model("diffir_sr_x4_s2")
+    run = tmp_path / "runs" / "tiny_sr_x4_s2"
+    ckpt = _fake_run(run, model)
+    loaded = load_model(run)
+    assert _same_weights(loaded, model)
+    assert loaded.config.meta["source"] == str(run / "model.safetensors")
+    assert _same_weights(load_model(ckpt), model)  # a checkpoint folder: params_ema.safetensors
+    with pytest.raises(CheckpointError) as info:
+        load_model(ckpt / "state.pt")
+    text = str(info.value)
+    assert "this is a training state" in text and str(ckpt / "params_ema.safetensors") in text and "\n" not in text
+    # BasicSR's training_states/*.state: the same mistake, the same answer
+    torch.save({"epoch": 3, "iter": 5000, "optimizers": [{"state": {}}], "schedulers": [{}]}, tmp_path / "5000.state")
+    with pytest.raises(CheckpointError, match="training state.*params_ema.safetensors"):
+        load_model(tmp_path / "5000.state")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty: folder without model weights \(looked for model.safetensors"):
+        load_model(tmp_path / "empty")
+
+
+def test_cli_info_and_convert_accept_a_run_folder(tmp_path, capsys) -> None:
+    from diffir.cli import main
+
+    model = tiny_model("diffir_sr_x2_s2")
+    run = tmp_path / "run"
+    ckpt = _fake_run(run, model)
+    assert main(["info", str(run), "--no-macs"]) == 0
+    assert f"({run / 'model.safetensors'})" in capsys.readouterr().out
+    assert main(["convert", str(run), str(tmp_path / "m.pth")]) == 0
+    assert _same_weights(load_model(tmp_path / "m.pth"), model)
+    assert main(["info", str(ckpt / "state.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training state" in err[0]
+    assert main(["info", "diffir_sr_x4_smal"]) == 2
+    assert "did you mean 'diffir_sr_x4_small'" in capsys.readouterr().err

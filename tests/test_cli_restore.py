@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import diffir
@@ -168,3 +169,118 @@ def test_lama_layout_images_and_masks_in_one_folder(tmp_path, capsys) -> None:
     _crop_copy(fixtures / "masks" / "celeba_04.png", folder / "face_mask001.png", 32)
     assert main(["restore", "-i", str(folder), "--mask", str(folder), "-o", str(out), "-m", str(model), "-q"]) == 0
     assert [p.name for p in out.iterdir()] == ["face_out.png"]
+
+
+# ------------------------------------------------------------------------------------ walkthrough findings
+def test_run_folder_as_model_and_training_state_refused(tmp_path, sr_weights, capsys) -> None:
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), "gray").save(image)
+    run = tmp_path / "runs" / "tiny_sr_x4_s2"
+    (run / "checkpoints" / "iter_00000050").mkdir(parents=True)
+    shutil.copy(sr_weights, run / "model.safetensors")
+    state = run / "checkpoints" / "iter_00000050" / "state.pt"
+    torch.save({"iteration": 50, "optimizers": {}, "rng": {"torch": torch.get_rng_state()}}, state)
+    assert main(["restore", "-i", str(image), "-o", str(tmp_path / "o"), "-m", str(run), "-q"]) == 0
+    assert (tmp_path / "o" / "photo_out.png").is_file()
+    capsys.readouterr()
+    assert main(["restore", "-i", str(image), "-o", str(tmp_path / "o"), "-m", str(state)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "this is a training state" in err[-1] and "model.safetensors" in err[-1]
+
+
+def test_output_that_looks_like_a_file_name_is_refused_up_front(tmp_path, sr_weights, capsys) -> None:
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert main(["restore", "-i", str(image), "-o", str(tmp_path / "sr_out.png"), "-m", str(sr_weights)]) == 2
+    err = capsys.readouterr().err
+    assert "-o takes a folder" in err and "--suffix/--ext" in err
+    assert not (tmp_path / "sr_out.png").exists()
+    (tmp_path / "odd.png").mkdir()  # an existing folder with such a name is a folder
+    assert main(["restore", "-i", str(image), "-o", str(tmp_path / "odd.png"), "-m", str(sr_weights), "-q"]) == 0
+
+
+def test_restoring_into_the_input_folder_twice_does_not_restore_the_outputs(tmp_path, sr_weights, capsys) -> None:
+    folder = tmp_path / "io"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), "gray").save(folder / "a.png")
+    for _ in range(2):
+        assert main(["restore", "-i", str(folder), "-o", str(folder), "-m", str(sr_weights), "-q"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_out.png"]
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "1 not restored (named *_out.*: outputs of an earlier run in the input folder)" in summary
+    # a sub-folder of the input folder counts as well (a recursive glob sees the outputs there)
+    assert main(["restore", "-i", str(folder / "**" / "*.png"), "-o", str(folder / "res"), "-m", str(sr_weights),
+                 "-q"]) == 0
+    assert main(["restore", "-i", str(folder / "**" / "*.png"), "-o", str(folder / "res"), "-m", str(sr_weights),
+                 "-q"]) == 0
+    assert sorted(p.name for p in (folder / "res").iterdir()) == ["a_out.png"]
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, sr_weights, capsys) -> None:
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32), "gray").save(image)
+    # not -q, and tiled (8-px tiles): the image bar and both tile bars would print if enabled
+    assert main(["restore", "-i", str(image), "-o", str(tmp_path / "o"), "-m", str(sr_weights), "-t", "8"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err and "img/s" not in err
+    assert len(err.strip().splitlines()) == 2  # header and summary only
+
+
+def test_folder_of_subfolders_suggests_a_recursive_glob(tmp_path, sr_weights, capsys) -> None:
+    (tmp_path / "Set5" / "HR").mkdir(parents=True)
+    (tmp_path / "Set5" / "LR_bicubic").mkdir()
+    assert main(["restore", "-i", str(tmp_path / "Set5"), "-o", str(tmp_path / "x"), "-m", str(sr_weights)]) == 2
+    err = capsys.readouterr().err
+    assert "not recursive" in err and f"'{tmp_path / 'Set5'}/**/*.png'" in err
+
+
+def test_max_pixels_counts_pixels_and_help_shows_defaults(tmp_path, sr_weights, capsys) -> None:
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (128, 128)).save(image)
+    assert main(["restore", "-i", str(image), "-o", str(tmp_path / "o"), "-m", str(sr_weights), "-q",
+                 "--max-pixels", "1000"]) == 1
+    assert "128x128 = 16,384 pixels exceeds the limit of 1,000 pixels" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["restore", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("default: 100,000,000", "default: 32", "default: 0.5", "default: white", "default: results"):
+        assert default in text, default
+
+
+def test_mask_and_name_collision_messages(tmp_path, sr_weights, capsys) -> None:
+    from diffir.pipelines.files import find_mask
+
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(diffir.errors.ImageError, match=r"looked for face\.\*, face_mask\.\* and face_mask\*\.\*"):
+        find_mask(tmp_path / "face.png", tmp_path / "masks")
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / sub / "x.png")
+    (tmp_path / "a" / "zero.png").write_bytes(b"")
+    assert main(["restore", "-i", str(tmp_path / "*" / "*.png"), "-o", str(tmp_path / "o"), "-m", str(sr_weights),
+                 "-q"]) == 1
+    err = capsys.readouterr().err
+    collision = next(line for line in err.splitlines() if "already written" in line)
+    assert str(tmp_path / "a" / "x.png") in collision and str(tmp_path / "b" / "x.png") in collision
+    assert "--ext" not in collision
+    assert f"{tmp_path / 'a' / 'zero.png'}: empty file" in err
+
+
+def test_mask_hole_black(tmp_path, capsys) -> None:
+    model = tmp_path / "inpaint.safetensors"
+    diffir.save_model(tiny_model("diffir_inpaint_celeba_s2"), model)
+    images, white, black = tmp_path / "images", tmp_path / "white", tmp_path / "black"
+    for d in (images, white, black):
+        d.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(images / "face.png")
+    hole = np.zeros((16, 16), np.uint8)
+    hole[3:9, 4:12] = 255
+    Image.fromarray(hole).save(white / "face.png")
+    Image.fromarray(255 - hole).save(black / "face.png")
+    base = ["restore", "-i", str(images), "-m", str(model), "-q"]
+    assert main([*base, "--mask", str(white), "-o", str(tmp_path / "o1")]) == 0
+    assert main([*base, "--mask", str(black), "--mask-hole", "black", "-o", str(tmp_path / "o2")]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / o / "face_out.png")) for o in ("o1", "o2"))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, np.asarray(Image.open(images / "face.png")))

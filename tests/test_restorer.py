@@ -270,3 +270,31 @@ def test_nan_even_in_fp32_is_an_error_not_a_black_image(sr4, monkeypatch) -> Non
         1, 1, 4, 4))
     with pytest.raises(DiffIRError, match="NaN/Inf even in float32"):
         r.restore(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_a_training_run_folder_is_a_model_and_unknown_names_get_a_suggestion(sr4, tmp_path, monkeypatch) -> None:
+    run = tmp_path / "runs" / "tiny_sr_x4_s2"
+    run.mkdir(parents=True)
+    diffir.save_model(sr4, run / "model.safetensors")
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(diffir.Restorer(run).restore(x), diffir.Restorer(sr4).restore(x))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DiffIRError, match="looked for model.safetensors"):
+        diffir.Restorer(tmp_path / "empty")
+    monkeypatch.setenv("DIFFIR_MODELS", str(tmp_path / "models"))
+    with pytest.raises(DiffIRError) as info:
+        diffir.Restorer("diffir_sr_x4_smal")
+    text = str(info.value)
+    assert "did you mean 'diffir_sr_x4_small', the bundled model?" in text
+    assert "--model" not in text and "checkpoint file or run folder path" in text
+
+
+def test_mask_hole_black_is_the_inverted_white_mask(inpainter) -> None:
+    rng = np.random.default_rng(0)
+    image = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+    white = np.zeros((16, 16), np.uint8)
+    white[4:10, 5:12] = 255
+    expected = diffir.Restorer(inpainter).restore(image, mask=white)
+    assert np.array_equal(diffir.Restorer(inpainter, mask_hole="black").restore(image, mask=255 - white), expected)
+    with pytest.raises(DiffIRError, match="mask_hole must be 'white' or 'black'"):
+        diffir.Restorer(inpainter, mask_hole="grey")

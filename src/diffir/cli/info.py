@@ -6,7 +6,8 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint path or preset name (see `diffir list`)")
+    p.add_argument("model", help="checkpoint path, `diffir train` run folder, model name or preset name "
+                                 "(see `diffir list`)")
     p.add_argument("--size", type=int, default=None,
                    help="input side for MACs (default: 64 for SR — the LR size papers use — else 256)")
     p.add_argument("--no-macs", action="store_true", help="skip the MAC count (it runs one forward pass)")
@@ -17,15 +18,20 @@ def run(args: argparse.Namespace) -> int:
 
     from diffir.bundled import bundled_path
     from diffir.io.checkpoint import load_model
+    from diffir.pipelines.model_source import resolve_model_path
     from diffir.profile import count_macs, parameter_breakdown
-    from diffir.registry import create_model
+    from diffir.registry import PRESETS, create_model
 
     looks_like_path = Path(args.model).exists() or any(ch in args.model for ch in "/\\.")
     bundled = bundled_path(args.model)
     if bundled is not None:
         model = load_model(bundled)
-    else:
-        model = load_model(args.model) if looks_like_path else create_model(args.model).eval()
+    elif looks_like_path:
+        model = load_model(args.model)  # a file, or a run folder (its model.safetensors)
+    elif args.model in PRESETS:
+        model = create_model(args.model).eval()
+    else:  # a name in the models folder; else one line naming the closest known model
+        model = load_model(resolve_model_path(args.model))
     c = model.config
     print(f"model: {type(model).__name__} ({c.meta.get('source') or c.meta.get('preset', '')})")
     for key, value in c.to_dict().items():

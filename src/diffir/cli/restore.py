@@ -34,13 +34,16 @@ def _tile(value: str) -> int | str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", required=True, metavar="FILE|DIR|GLOB",
                    help="an image, a folder (every file in it) or a quoted glob such as 'photos/*.jpg'")
-    p.add_argument("-o", "--output", default="results", metavar="DIR", help="output folder (default: results)")
+    p.add_argument("-o", "--output", default="results", metavar="DIR",
+                   help="output folder, created if needed (default: results); files are named "
+                        "<name>_<suffix>.<ext>, see --suffix/--ext")
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
-                   help="stage-2 checkpoint path, or a name: NAME.safetensors/.pth in $DIFFIR_MODELS "
-                        f"(default ~/.cache/diffir/models) or a bundled model; default: {DEFAULT_MODEL} (bundled)")
+                   help="stage-2 checkpoint path, a `diffir train` run folder (its model.safetensors), or a name: "
+                        "NAME.safetensors/.pth in $DIFFIR_MODELS (default ~/.cache/diffir/models) or a bundled "
+                        f"model; default: {DEFAULT_MODEL} (bundled)")
     p.add_argument("--mask", metavar="FILE|DIR",
-                   help="inpainting masks (white = hole): one file for all images, or a folder holding "
-                        "<name>.png / <name>_mask.png per image")
+                   help="inpainting masks (white = hole, see --mask-hole): one file for all images, or a folder "
+                        "holding <name>.*, <name>_mask.* or <name>_mask*.* per image")
     p.add_argument("-s", "--outscale", type=float, default=None, metavar="F",
                    help="final upscaling of the input (e.g. 3.5 with a x4 model; bicubic); default: the model's")
     p.add_argument("-t", "--tile", type=_tile, default="auto", metavar="N|auto",
@@ -52,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(tiled ~ untiled); local: each tile on its own (faster, visible drift)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="compute precision (default fp32); NaN/Inf in bf16/fp16 falls back to fp32 with a warning")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the stochastic IPR sampling (default 0: reproducible); negative = random")
     p.add_argument("--suffix", default="out", help="output name is <name>_<suffix>.<ext> (default: out; '' = none)")
@@ -61,32 +65,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="tiles per forward pass (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--max-pixels", type=int, default=100_000_000, metavar="N",
-                   help="refuse images larger than N pixels (decompression-bomb guard; 0 = no limit)")
+                   help="refuse images larger than N pixels (decompression-bomb guard; default: 100,000,000; "
+                        "0 = no limit)")
     p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default: 95)")
     p.add_argument("--mask-threshold", type=float, default=0.5, metavar="T",
                    help="mask values above T (0..1) are holes (default: 0.5)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--mask-hole", choices=("white", "black"), default="white",
+                   help="which mask colour marks the holes (default: white, as LaMa/DiffIR; black for MAT masks)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (they are shown only when stderr is a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from diffir.errors import DiffIRError
-    from diffir.pipelines.files import check_writable, collect_inputs, output_path
+    from diffir.io.images import FORMATS
+    from diffir.pipelines.files import check_writable, collect_inputs, is_earlier_output, output_path
     from diffir.pipelines.restorer import Restorer
 
-    inputs = collect_inputs(args.input)
     out_dir = Path(args.output).expanduser()
+    if out_dir.suffix.lower() in {*FORMATS, ".gif"} and not out_dir.is_dir():
+        raise DiffIRError(f"-o takes a folder, not a file name ({args.output}); outputs are named "
+                          "<name>_<suffix>.<ext> inside it: use --suffix/--ext to name outputs")
+    inputs = collect_inputs(args.input)
+    # Restoring into the input folder: the outputs of an earlier run are inputs now; do not restore them again.
+    earlier = [p for p in inputs if is_earlier_output(p, out_dir, args.suffix)]
+    if earlier:
+        inputs = [p for p in inputs if p not in earlier]
+        if not inputs:
+            raise DiffIRError(f"every input is named *_{args.suffix}.*, like the outputs of an earlier run in the "
+                              "same folder; give another -o folder or --suffix")
     check_writable(out_dir)
     restorer = Restorer(
         args.model, tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats,
         precision=args.precision, device=args.device,
         seed=None if args.seed < 0 else args.seed, batch_size=args.batch_size, outscale=args.outscale,
-        mask_threshold=args.mask_threshold, progress=not args.quiet,
+        mask_threshold=args.mask_threshold, mask_hole=args.mask_hole, progress=not args.quiet,
     )
     inpaint = restorer.task == "inpaint"
     if inpaint and not args.mask:
-        raise DiffIRError("this is an inpainting model: give the masks with --mask FILE|DIR (white = hole)")
+        raise DiffIRError("this is an inpainting model: give the masks with --mask FILE|DIR "
+                          "(white = hole; --mask-hole black for black holes)")
     if args.mask and not inpaint:
         raise DiffIRError(f"--mask given but the model does {restorer.task}, not inpainting")
     mask_spec = Path(args.mask).expanduser() if args.mask else None
@@ -102,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
           f"tile {args.tile}, seed {args.seed}", file=sys.stderr)
     done, skipped, failed, claimed = 0, 0, 0, {}
     start = time.perf_counter()
-    bar = tqdm(inputs, desc="images", unit="img", disable=args.quiet, file=sys.stderr)
+    # disable=None: no bar when stderr is not a terminal (a log file would fill with carriage-return updates)
+    bar = tqdm(inputs, desc="images", unit="img", disable=True if args.quiet else None, file=sys.stderr)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning  # restored on exit by catch_warnings
         for path in bar:
@@ -123,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
     parts = [f"{done} restored"]
     if skipped:
         parts.append(f"{skipped} skipped (output exists; --overwrite to redo)")
+    if earlier:
+        parts.append(f"{len(earlier)} not restored (named *_{args.suffix}.*: outputs of an earlier run in the input "
+                     "folder)")
     if failed:
         parts.append(f"{failed} failed")
     print(f"diffir restore: {', '.join(parts)} in {elapsed:.1f} s -> {out_dir}", file=sys.stderr)
@@ -139,8 +163,8 @@ def _restore_one(path: Path, mask_spec: Path | None, out_dir: Path, restorer: Re
     record = read_image(path, max_pixels=max_pixels)
     target = output_path(path, out_dir, args.suffix, args.ext, has_alpha=record.pixels.shape[2] in (2, 4))
     if target in claimed:
-        raise DiffIRError(f"{path}: output {target.name} was already written for {claimed[target].name}; "
-                          "use distinct names or --ext")
+        raise DiffIRError(f"{path}: output {target.name} was already written for {claimed[target]} (same file "
+                          "name); restore these inputs to separate -o folders or rename one")
     mask = None
     if mask_spec is not None:
         mask_path = find_mask(path, mask_spec)

@@ -1,6 +1,7 @@
 """Load and save DiffIR checkpoints: official BasicSR ``.pth``, Lightning ``.ckpt``, raw state_dicts, safetensors.
 
-* ``load_model(src)`` reads any of them, infers the whole config from tensor shapes (:mod:`diffir.io.infer`),
+* ``load_model(src)`` reads any of them (or a ``diffir train`` run / checkpoint folder, see
+  :func:`resolve_checkpoint_path`), infers the whole config from tensor shapes (:mod:`diffir.io.infer`),
   verifies the official duplicated keys / schedule buffers, loads strictly and returns the model in eval mode.
 * ``save_model(model, path)`` writes safetensors with JSON metadata; ``official=True`` writes the official
   BasicSR container (``params`` + ``params_ema``) with the official key layout, which the official code loads
@@ -34,10 +35,41 @@ FORMAT_VERSION = "1"
 StateDict = dict[str, torch.Tensor]
 
 
+#: Top-level keys of training-state files (ours: ``state.pt``; BasicSR: ``training_states/*.state``), which hold
+#: optimiser / RNG / iteration bookkeeping and no network weights.
+_TRAINING_STATE_KEYS = {"optimizers", "optimizer", "schedulers", "scalers", "rng", "rng_state"}
+_WEIGHT_CONTAINERS = ("params_ema", "params", "state_dict", "model", "net_g")
+
+
 # ------------------------------------------------------------------------------------------------ reading
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """The weights file a path stands for; a folder is resolved like ``diffir train --from-s1/--from-s2``.
+
+    A folder holding ``model.safetensors`` (a finished ``diffir train`` run) gives that file; otherwise a
+    checkpoint folder (``params_ema.safetensors``, then ``params.safetensors``) or a run still in progress (its
+    newest ``checkpoints/iter_*``).  A folder with none of these is a one-line :class:`CheckpointError`.
+    Anything else is returned unchanged (existence is checked by the reader).
+    """
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return p
+    if (p / "model.safetensors").is_file():
+        return p / "model.safetensors"
+    from diffir.train.checkpointing import resolve_weights  # the run-folder rules of --from-s1/--from-s2
+
+    try:
+        return resolve_weights(p)
+    except CheckpointError:
+        raise CheckpointError(
+            f"{p}: folder without model weights (looked for model.safetensors, params_ema.safetensors, "
+            "params.safetensors and checkpoints/iter_*/); pass a weights file or a `diffir train` run folder"
+        ) from None
+
+
 def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[StateDict, dict[str, Any]]:
-    """Read a checkpoint file into (canonical-prefix state_dict, metadata).  Containers are unwrapped."""
-    path = Path(path)
+    """Read a checkpoint file (or run folder) into (canonical-prefix state_dict, metadata).  Containers are
+    unwrapped."""
+    path = resolve_checkpoint_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     meta: dict[str, Any] = {}
@@ -85,10 +117,13 @@ def unwrap_state_dict(obj: Any, key: str | None = None, source: str = "checkpoin
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: expected a dict of tensors, found {type(obj).__name__}")
+    if _is_training_state(obj, key):
+        raise CheckpointError(f"{source}: this is a training state (iteration, optimizer and RNG state), not model "
+                              f"weights; use {_weights_hint(source)}")
     if key is not None and isinstance(obj.get(key), Mapping):
         obj, key = obj[key], None
     else:
-        for name in ("params_ema", "params", "state_dict", "model", "net_g"):
+        for name in _WEIGHT_CONTAINERS:
             if isinstance(obj.get(name), Mapping) and obj[name]:
                 obj = obj[name]
                 break
@@ -108,6 +143,24 @@ def unwrap_state_dict(obj: Any, key: str | None = None, source: str = "checkpoin
         if picked:
             sd = {k.removeprefix("module."): v for k, v in picked.items()}
     return sd
+
+
+def _is_training_state(obj: Mapping, key: str | None) -> bool:
+    """Optimiser/RNG/iteration bookkeeping with no weights container (Lightning ``.ckpt`` files also hold
+    optimiser states, but next to their ``state_dict``)."""
+    if key is not None and key in obj:
+        return False
+    keys = {str(k) for k in obj}
+    return bool(keys & _TRAINING_STATE_KEYS) and not any(isinstance(obj.get(n), Mapping) for n in _WEIGHT_CONTAINERS)
+
+
+def _weights_hint(source: str) -> str:
+    """Which weights file to use instead of a training state: the ones next to it if they exist."""
+    folder = Path(source).parent
+    for name in ("params_ema.safetensors", "params.safetensors"):
+        if (folder / name).is_file():
+            return f"{folder / name} (or the run's model.safetensors)"
+    return "params_ema.safetensors / params.safetensors next to it, or the run's model.safetensors"
 
 
 # ---------------------------------------------------------------------------------------- official layout
@@ -178,8 +231,9 @@ def load_model(
         source, meta = "state_dict", {}
         sd = unwrap_state_dict(src, key=key, source=source)
     else:
-        source = str(src)
-        sd, meta = read_checkpoint(src, key=key)
+        path = resolve_checkpoint_path(src)
+        source = str(path)
+        sd, meta = read_checkpoint(path, key=key)
     hints = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
     try:
         if config is None:

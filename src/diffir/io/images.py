@@ -83,6 +83,8 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
 def _open(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes); re-export or re-copy it")
     try:
         # Pillow's own bomb check is a process-wide global; we check the header size ourselves instead.
         with _PIL_LIMIT_LOCK:
@@ -96,8 +98,8 @@ def _open(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
     with im:
         w, h = im.size
         if max_pixels and w * h > max_pixels:
-            raise ImageError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of "
-                             f"{max_pixels / 1e6:.0f} MP (raise it with --max-pixels, 0 = no limit)")
+            raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} pixels "
+                             "(raise it with --max-pixels N / max_pixels=N; 0 = no limit)")
         yield im
 
 

@@ -120,7 +120,8 @@ def whole_image_attention(
     boxes = [(y, x, (*spans_y[i], *spans_x[j])) for i, y in enumerate(grid.ys) for j, x in enumerate(grid.xs)]
     collect = _Collect()
     collect.tile_hw = (grid.tile_h, grid.tile_w)
-    bar = tqdm(total=len(boxes), desc="tiles (statistics)", unit="tile", leave=False, disable=not progress)
+    bar = tqdm(total=len(boxes), desc="tiles (statistics)", unit="tile", leave=False,
+               disable=None if progress else True)  # None: shown only when stderr is a terminal
     with attention_hook(model, collect):
         try:
             for k in range(0, len(boxes), batch_size):

@@ -22,6 +22,11 @@ def collect_inputs(spec: str) -> list[Path]:
     if path.is_dir():
         files = [p for p in sorted(path.iterdir()) if p.is_file() and _visible(p)]
         if not files:
+            subfolders = sum(1 for p in path.iterdir() if p.is_dir() and _visible(p))
+            if subfolders:
+                pattern = f"{str(path).rstrip('/')}/**/*.png"
+                raise DiffIRError(f"input folder {path} has no files, only {subfolders} subfolder(s); the search is "
+                                  f"not recursive: pass a quoted glob such as '{pattern}' or one subfolder")
             raise DiffIRError(f"input folder {path} is empty")
         return files
     if glob.has_magic(spec):
@@ -52,7 +57,17 @@ def find_mask(image: Path, mask_spec: Path) -> Path:
         hits = [p for p in sorted(mask_spec.glob(pattern)) if p.is_file() and p.resolve() != image.resolve()]
         if hits:
             return hits[0]
-    raise ImageError(f"{image}: no mask in {mask_spec} (expected {image.stem}.png or {image.stem}_mask.png)")
+    raise ImageError(f"{image}: no mask in {mask_spec} (looked for {image.stem}.*, {image.stem}_mask.* and "
+                     f"{image.stem}_mask*.*, e.g. {image.stem}.png, {image.stem}_mask001.png)")
+
+
+def is_earlier_output(image: Path, out_dir: Path, suffix: str) -> bool:
+    """True for ``<x>_<suffix>.*`` inputs when ``out_dir`` is the input's folder or inside it: restoring into the
+    input folder twice must not restore the first run's outputs again (``a_out_out.png``)."""
+    if not suffix or not image.stem.endswith(f"_{suffix}"):
+        return False
+    folder, out = image.parent.resolve(), out_dir.resolve()
+    return out == folder or folder in out.parents
 
 
 def output_path(image: Path, out_dir: Path, suffix: str, ext: str, has_alpha: bool = False) -> Path:

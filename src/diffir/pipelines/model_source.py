@@ -2,16 +2,19 @@
 
 Resolution order (``resolve_model_path``):
 
-1. an existing file path → that file;
+1. an existing file path → that file; an existing folder → its weights (``model.safetensors`` of a
+   ``diffir train`` run, see :func:`diffir.io.checkpoint.resolve_checkpoint_path`);
 2. something that looks like a path (has a folder separator or a checkpoint extension) → "not found" error;
 3. a name → ``<models dir>/<name>.safetensors`` or ``<name>.pth`` (models dir = ``$DIFFIR_MODELS`` or
    ``~/.cache/diffir/models``);
 4. a name of a model bundled with the package (:mod:`diffir.bundled`);
-5. otherwise a one-line error saying where to put the file and how to convert official weights.
+5. otherwise a one-line error naming the closest known model (bundled, models folder, presets), where to put
+   the file and how to convert official weights.  The wording fits the Python API and the CLI alike.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +56,10 @@ def resolve_model_path(spec: str | os.PathLike) -> Path:
     path = Path(spec).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        from diffir.io.checkpoint import resolve_checkpoint_path
+
+        return resolve_checkpoint_path(path)
     text = str(spec)
     if os.sep in text or "/" in text or path.suffix.lower() in CHECKPOINT_EXTENSIONS:
         raise DiffIRError(f"model file not found: {text}")
@@ -62,9 +69,30 @@ def resolve_model_path(spec: str | os.PathLike) -> Path:
             return found
     folder = models_dir()
     raise DiffIRError(
-        f"no weights for model {text!r}: put {text}.safetensors (or .pth) in {folder} (or set ${MODELS_ENV}), "
-        f"or pass --model PATH; convert official weights with `diffir convert IN.pth {folder}/{text}.safetensors`"
+        f"no weights for model {text!r}{_suggestion(text)}: a name is {text}.safetensors (or .pth) in {folder} "
+        f"(set ${MODELS_ENV} to change it) or a bundled model; otherwise give a checkpoint file or run folder "
+        f"path; convert official weights with `diffir convert IN.pth {folder}/{text}.safetensors`"
     )
+
+
+def known_model_names() -> dict[str, str]:
+    """Names usable as a model, with where each comes from: bundled, the models folder, or a preset
+    (architecture only: its weights still have to be put in the models folder)."""
+    from diffir.bundled import list_bundled
+    from diffir.registry import PRESETS
+
+    names = dict.fromkeys(PRESETS, "a preset whose weights are not installed")
+    folder = models_dir()
+    if folder.is_dir():
+        names.update({p.stem: "from the models folder" for p in folder.iterdir() if p.suffix in NAME_EXTENSIONS})
+    names.update(dict.fromkeys(list_bundled(), "the bundled model"))
+    return names
+
+
+def _suggestion(name: str) -> str:
+    known = known_model_names()
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}, {known[close[0]]}?)" if close else ""
 
 
 def load_inference_model(spec: str | os.PathLike | nn.Module) -> nn.Module:

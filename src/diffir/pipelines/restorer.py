@@ -2,7 +2,7 @@
 
     >>> r = diffir.Restorer("diffir_sr_x4_small", tile=512, precision="fp32", device="auto", seed=0)
     >>> out = r.restore(np.asarray(PIL.Image.open("lr.png")))           # numpy in, numpy out
-    >>> out = diffir.Restorer(inpaint_model).restore(pil_image, mask=pil_mask)   # white = hole
+    >>> out = diffir.Restorer(inpaint_model).restore(pil_image, mask=pil_mask)   # white = hole (mask_hole="black")
 
 Per image: split off alpha, replicate gray to RGB, reflect-pad to the size multiple, compute **one** IPR
 (CPEN_S2 tile by tile — exactly the untiled value — then the seeded 4-step diffusion), run the DIRformer on
@@ -63,7 +63,9 @@ class Restorer:
         batch_size: tiles per forward pass.
         outscale: final scale relative to the input (e.g. 3.5 with a ×4 model); ``None`` = the model's scale.
         mask_threshold: mask values above this (after scaling to [0, 1]) are holes.
-        progress: show a tqdm bar over the tiles of large images.
+        mask_hole: ``"white"`` (default): bright mask pixels are holes (LaMa, DiffIR); ``"black"``: dark ones
+            are (MAT masks), i.e. values at or below ``mask_threshold``.
+        progress: show a tqdm bar over the tiles of large images (only when stderr is a terminal).
     """
 
     def __init__(
@@ -79,8 +81,11 @@ class Restorer:
         batch_size: int = 1,
         outscale: float | None = None,
         mask_threshold: float = 0.5,
+        mask_hole: str = "white",
         progress: bool = False,
     ) -> None:
+        if mask_hole not in ("white", "black"):
+            raise DiffIRError(f"mask_hole must be 'white' or 'black', got {mask_hole!r}")
         if not (tile == "auto" or (isinstance(tile, int) and tile >= 0)):
             raise DiffIRError(f"tile must be a size >= 0 or 'auto', got {tile!r}")
         if tile_stats not in ("global", "local"):
@@ -101,6 +106,7 @@ class Restorer:
         self.batch_size = batch_size
         self.outscale = outscale
         self.mask_threshold = mask_threshold
+        self.mask_hole = mask_hole
         self.progress = progress
         self._warned_fallback = False
 
@@ -157,6 +163,8 @@ class Restorer:
         if mask is None:
             raise DiffIRError("this is an inpainting model: pass a mask (white = hole)")
         hole = as_hole_mask(mask, self.mask_threshold)
+        if self.mask_hole == "black":
+            hole = 1 - hole
         if hole.shape[-2:] != x.shape[-2:]:
             raise ImageError(f"mask is {hole.shape[-1]}x{hole.shape[-2]} but the image is "
                              f"{x.shape[-1]}x{x.shape[-2]} (W x H); they must match")

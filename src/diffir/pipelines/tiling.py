@@ -111,7 +111,9 @@ def run_tiled(
         col_total[x * scale: x * scale + tw] += wx[j]
 
     boxes = [(i, j, y, x) for i, y in enumerate(grid.ys) for j, x in enumerate(grid.xs)]
-    bar = tqdm(total=len(boxes), desc="tiles", unit="tile", leave=False, disable=not progress or len(boxes) < 2)
+    # disable=None: tqdm shows the bar only when its output (stderr) is a terminal
+    show = progress and len(boxes) > 1
+    bar = tqdm(total=len(boxes), desc="tiles", unit="tile", leave=False, disable=None if show else True)
     try:
         for k in range(0, len(boxes), batch_size):
             chunk = boxes[k: k + batch_size]
