@@ -26,6 +26,7 @@ from diffir.diffusion.schedule import BUFFER_NAMES, make_schedule
 from diffir.errors import CheckpointError
 from diffir.io.atomic import atomic_path
 from diffir.io.infer import infer_config
+from diffir.io.runs import resolve_weights
 from diffir.io.torchfile import read_torch_file
 from diffir.networks.config import DiffIRConfig
 from diffir.networks.diffir import DiffIRS1, DiffIRS2, build_model
@@ -55,8 +56,6 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
         return p
     if (p / "model.safetensors").is_file():
         return p / "model.safetensors"
-    from diffir.train.checkpointing import resolve_weights  # the run-folder rules of --from-s1/--from-s2
-
     try:
         return resolve_weights(p)
     except CheckpointError:

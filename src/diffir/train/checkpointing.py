@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,25 +26,13 @@ import torch
 from torch import nn
 
 from diffir.errors import CheckpointError
-
-_NAME = re.compile(r"^iter_(\d+)$")
-
-
-def checkpoint_dir(out: Path) -> Path:
-    return out / "checkpoints"
-
-
-def list_checkpoints(out: Path) -> list[Path]:
-    root = checkpoint_dir(out)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / "state.pt").is_file()]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
-
-
-def latest(out: Path) -> Path | None:
-    ckpts = list_checkpoints(out)
-    return ckpts[-1] if ckpts else None
+from diffir.io.runs import (  # noqa: F401 - the run layout, re-exported for the trainer
+    checkpoint_dir,
+    latest,
+    list_checkpoints,
+    resolve_teacher,
+    resolve_weights,
+)
 
 
 def resolve_resume(out: Path, resume: str | None) -> Path | None:
@@ -169,31 +156,3 @@ def optimizer_state_to(state: dict[str, Any], device: torch.device) -> dict[str,
             if torch.is_tensor(v) and k != "step":
                 s[k] = v.to(device)
     return state
-
-
-def resolve_weights(path: str | Path, prefer_ema: bool = True) -> Path:
-    """A model file from a file, a checkpoint dir or a run dir (EMA weights preferred, like BasicSR)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    names = ["params_ema.safetensors", "params.safetensors"] if prefer_ema else ["params.safetensors"]
-    if p.is_dir():
-        run_model = [p / "model.safetensors"] if (p / "checkpoints").is_dir() else []
-        for cand in run_model + [p / n for n in names]:
-            if cand.is_file():
-                return cand
-        if (ck := latest(p)) is not None:
-            return resolve_weights(ck, prefer_ema)
-    raise CheckpointError(f"no model weights at {p} (a .safetensors/.pth file, a checkpoint or a run directory)")
-
-
-def resolve_teacher(path: str | Path) -> Path | None:
-    """The S1 teacher saved next to a stage-2 model (run dir or checkpoint dir), if any."""
-    p = Path(path)
-    base = p.parent if p.is_file() else p
-    for cand in (base / "teacher.safetensors", base.parent / "teacher.safetensors"):
-        if cand.is_file():
-            return cand
-    if base.is_dir() and (ck := latest(base)) is not None and (ck / "teacher.safetensors").is_file():
-        return ck / "teacher.safetensors"
-    return None
