@@ -248,7 +248,8 @@ def evaluate(
     # Set metrics (FID) get one accumulator per method sharing the network and the GT features.
     per_set = {n: {meth: m.fork() for meth in methods} for n, m in metrics.items() if METRICS[n].kind == "set"}
     hole_fractions, done, dropped = [], 0, []
-    progress = tqdm(pairs, desc=f"eval {dataset}", unit="img", leave=False)
+    # disable=None: no bar when stderr is not a terminal (logs would fill with carriage-return updates)
+    progress = tqdm(pairs, desc=f"eval {dataset}", unit="img", leave=False, disable=None)
     with progress:  # closed (and cleared) before an error is printed
         for index, pair in enumerate(progress):
             try:
