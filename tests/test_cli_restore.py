@@ -70,13 +70,19 @@ def test_bit_depth_gray_and_alpha_are_kept(tmp_path, sr_weights) -> None:
     assert gray.mode == "L" and alpha.mode == "RGBA" and alpha.size == (40, 48)
 
 
-def test_inpainting_folder_with_masks_and_a_wrong_size_mask(tmp_path, capsys) -> None:
-    fixtures = require_shared("data", "inpaint", "fixtures", "EC_celeba")
+def _inpaint_run_dirs(tmp_path):
+    """A tiny inpainting model file, empty images/ and masks/ folders, and the output folder path."""
     model = tmp_path / "inpaint.safetensors"
     diffir.save_model(tiny_model("diffir_inpaint_celeba_s2"), model)
     images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
     images.mkdir()
     masks.mkdir()
+    return model, images, masks, out
+
+
+def test_inpainting_folder_with_masks_and_a_wrong_size_mask(tmp_path, capsys) -> None:
+    fixtures = require_shared("data", "inpaint", "fixtures", "EC_celeba")
+    model, images, masks, out = _inpaint_run_dirs(tmp_path)
     for name in ("celeba_01.png", "celeba_02.png"):
         _crop_copy(fixtures / "images" / name, images / name, 48)
         _crop_copy(fixtures / "masks" / name, masks / name, 48)
@@ -95,11 +101,7 @@ def test_inpainting_folder_with_masks_and_a_wrong_size_mask(tmp_path, capsys) ->
 
 def test_a_mask_is_never_borrowed_from_an_image_with_a_longer_name(tmp_path, capsys) -> None:
     # face1 has no mask; face10_mask.png belongs to face10 and must not be used for face1.
-    model = tmp_path / "inpaint.safetensors"
-    diffir.save_model(tiny_model("diffir_inpaint_celeba_s2"), model)
-    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
-    images.mkdir()
-    masks.mkdir()
+    model, images, masks, out = _inpaint_run_dirs(tmp_path)
     for name in ("face1", "face10"):
         Image.new("RGB", (16, 16), "gray").save(images / f"{name}.png")
     Image.new("L", (16, 16), 255).save(masks / "face10_mask.png")
