@@ -10,10 +10,11 @@ import torch
 
 import diffir
 from conftest import require_shared, tiny_model
+from diffir.archs.diffir.config import DiffIRConfig
+from diffir.archs.diffir.model import build_model
+from diffir.archs.diffir.official import to_official_state_dict
 from diffir.errors import CheckpointError
-from diffir.io.checkpoint import load_model, read_checkpoint, save_model, to_official_state_dict
-from diffir.networks.config import DiffIRConfig
-from diffir.networks.diffir import build_model
+from diffir.io.checkpoint import load_model, read_checkpoint, save_model
 from diffir.registry import get_config
 
 # Configurations unlike any preset: other dims, block counts, heads, bias, LayerNorm types, T, β, dual-pixel.
@@ -133,7 +134,7 @@ def test_error_messages_are_one_line(tmp_path) -> None:
         "missing": (tmp_path / "nope.pth", "checkpoint not found"),
         "text": (tmp_path / "text.pth", "not a PyTorch or safetensors checkpoint"),
         "empty": (tmp_path / "empty.safetensors", "unreadable safetensors file"),
-        "other": (tmp_path / "other.pth", "no DiffIR network found"),
+        "other": (tmp_path / "other.pth", "not the weights of a known architecture"),
         "mixed": (mixed, "takes 60 channels but a sr x4 DiffIR CPEN takes 51"),
         "truncated": (truncated, "missing key 'G.latent.0.ffn"),
     }

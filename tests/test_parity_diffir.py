@@ -14,9 +14,10 @@ import torch
 
 import diffir.diffusion.sampler as sampler_mod
 from conftest import require_shared, shared_dir
-from diffir.io.checkpoint import load_model, read_checkpoint, to_official_state_dict
-from diffir.networks.config import DiffIRConfig
-from diffir.networks.diffir import DiffIRS1, DiffIRS2
+from diffir.archs.diffir.config import DiffIRConfig
+from diffir.archs.diffir.model import DiffIRS1, DiffIRS2
+from diffir.archs.diffir.official import to_official_state_dict
+from diffir.io.checkpoint import load_model, read_checkpoint
 
 TASK_OF_FOLDER = {
     "DiffIR-SRGAN": "sr",
@@ -94,7 +95,7 @@ def test_stage2_seeded_sampling(case: Case, dtype, img_tol, vec_tol, monkeypatch
     torch.manual_seed(case.meta["seeds"]["eval_seed"])
     with torch.no_grad():
         out1 = m2(lq)
-        ipr2 = m2.estimate_ipr(lq)
+        ipr2 = m2.sample_prior(m2.condition_of(lq))
     T = case.meta["timesteps"]
     assert len(draws) == 2 * (T + 1), "each eval forward draws x_T plus one discarded normal per reverse step"
     assert torch.equal(draws[0].float(), case.io["eval_xT"][0]), "x_T of the 1st forward"

@@ -46,16 +46,16 @@ def test_untiled_restore_is_the_seeded_model_output(preset: str) -> None:
 def test_all_tiles_share_the_whole_image_ipr(sr4, monkeypatch) -> None:
     x = torch.rand(1, 3, 24, 32)
     seen: list[torch.Tensor] = []
-    forward = type(sr4).forward
+    restore = type(sr4).restore
 
-    def spy(self, lq, *args, ipr=None, **kwargs):
-        seen.append(ipr.clone())
-        return forward(self, lq, *args, ipr=ipr, **kwargs)
+    def spy(self, lq, prior):
+        seen.append(prior.clone())
+        return restore(self, lq, prior)
 
-    monkeypatch.setattr(type(sr4), "forward", spy)
+    monkeypatch.setattr(type(sr4), "restore", spy)
     diffir.Restorer(sr4, tile=16, tile_overlap=8, seed=3).restore(x)
     with torch.no_grad():
-        expected = sr4.estimate_ipr(x, generator=torch.Generator().manual_seed(3))
+        expected = sr4.sample_prior(sr4.condition_of(x), generator=torch.Generator().manual_seed(3))
     assert len(seen) == 6  # 2 x 3 tiles
     for ipr in seen:
         assert torch.allclose(ipr, expected, atol=1e-6)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import tiny_model
-from diffir.networks.layers import Attention
+from diffir.archs.diffir.layers import Attention
 from diffir.pipelines.attention_stats import attention_hook, core_spans, whole_image_attention
 from diffir.pipelines.prior import condition_tiled, receptive_radius
 from diffir.pipelines.tiling import make_grid, run_tiled, window_1d

@@ -97,7 +97,8 @@ def test_s1_then_s2_learns_and_s2_ipr_approaches_s1(tmp_path):
     def ipr_error() -> float:
         s2.student.eval()
         with torch.no_grad():
-            est = s2.student.estimate_ipr(probe["lq"], generator=torch.Generator().manual_seed(0))
+            cond = s2.student.condition_of(probe["lq"])
+            est = s2.student.sample_prior(cond, generator=torch.Generator().manual_seed(0))
         s2.student.train()
         return (est - teacher_ipr).abs().mean().item()
 

@@ -21,9 +21,9 @@ _LAZY = {
     "create_model": "diffir.registry",
     "load_model": "diffir.io.checkpoint",
     "save_model": "diffir.io.checkpoint",
-    "DiffIRConfig": "diffir.networks.config",
-    "DiffIRS1": "diffir.networks.diffir",
-    "DiffIRS2": "diffir.networks.diffir",
+    "DiffIRConfig": "diffir.archs.diffir.config",
+    "DiffIRS1": "diffir.archs.diffir.model",
+    "DiffIRS2": "diffir.archs.diffir.model",
     "Restorer": "diffir.pipelines.restorer",
 }
 
@@ -40,9 +40,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from diffir.archs.diffir.config import DiffIRConfig
+    from diffir.archs.diffir.model import DiffIRS1, DiffIRS2
     from diffir.io.checkpoint import load_model, save_model
-    from diffir.networks.config import DiffIRConfig
-    from diffir.networks.diffir import DiffIRS1, DiffIRS2
     from diffir.pipelines.restorer import Restorer
     from diffir.registry import create_model, list_models
 

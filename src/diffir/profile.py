@@ -6,15 +6,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-PARTS = {"G": "DIRformer", "E": "CPEN_S1", "condition": "CPEN_S2", "denoise": "denoiser"}
-
 
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameters per top-level part, labelled by the model's ``part_names`` (e.g. G → DIRformer)."""
+    labels: dict[str, str] = getattr(model, "part_names", {})
     out: dict[str, int] = {}
     for name, child in model.named_children():
         n = sum(p.numel() for p in child.parameters())
         if n:
-            out[PARTS.get(name, name)] = n
+            out[labels.get(name, name)] = n
     out["total"] = sum(p.numel() for p in model.parameters())
     return out
 
@@ -23,9 +23,9 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
 def count_macs(model: nn.Module, size: int) -> int:
     """MACs of one inference forward on a size×size input (FLOPs / 2, the convention of SR papers' tables).
 
-    S1 models also run CPEN_S1 on a ground truth of the output size.
+    S1 models also run their prior encoder on a ground truth of the output size.
     """
-    c = model.config  # type: ignore[attr-defined]
+    c = model.descriptor  # type: ignore[attr-defined]
     lq = torch.zeros(1, c.in_channels, size, size)
     counter = FlopCounterMode(display=False)
     with counter:

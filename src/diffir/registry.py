@@ -1,7 +1,8 @@
-"""Named presets for every configuration of the official DiffIR code (timm-style ``list_models``).
+"""Named presets of every architecture (timm-style): ``list_models``, ``create_model``, ``get_config``.
 
-Names are ``diffir_<task>_<variant>_s1|s2``.  ``create_model(name, **overrides)`` builds one with random weights;
-overrides are :class:`~diffir.networks.config.DiffIRConfig` fields (``dim=8, num_blocks=(1, 1, 1, 1)`` …).
+Names are ``<architecture>_<variant>_s1|s2`` (``diffir_sr_x4_s2``, ``hidiff_gopro_s2`` ...).
+``create_model(name, **overrides)`` builds one with random weights; overrides are fields of that architecture's
+config (``dim=8, num_blocks=(1, 1, 1, 1)`` ...).
 """
 
 from __future__ import annotations
@@ -10,66 +11,50 @@ import difflib
 import fnmatch
 from typing import Any
 
+from diffir.archs import Architecture, architectures
 from diffir.errors import ConfigError
-from diffir.networks.config import DiffIRConfig
 
-# specs §3.2: the network hyper-parameters of every official YAML.
-_SR = dict(task="sr", dim=64, num_blocks=(13, 1, 1, 1), num_refinement_blocks=13, ffn_expansion_factor=2.2,
-           layernorm="BiasFree", n_encoder_res=9)
-_DEBLUR = dict(task="deblur", scale=1, dim=48, num_blocks=(3, 5, 6, 6), num_refinement_blocks=4,
-               ffn_expansion_factor=2.0, layernorm="WithBias", n_encoder_res=5)
-_INPAINT = dict(task="inpaint", scale=1, in_channels=4, dim=52, num_blocks=(1, 1, 1, 9), num_refinement_blocks=0,
-                ffn_expansion_factor=1.8, layernorm="WithBias", n_encoder_res=5)
-_INPAINT_BIG = {**_INPAINT, "num_blocks": (1, 1, 1, 20), "n_encoder_res": 8}
 
-#: base name -> (network kwargs, description)
-_BASES: dict[str, tuple[dict[str, Any], str]] = {
-    "diffir_sr_x4": ({**_SR, "scale": 4}, "bicubic ×4 SR (DiffIR-SRGAN, DF2K)"),
-    "diffir_sr_x2": ({**_SR, "scale": 2}, "bicubic ×2 SR (DiffIR-SRGAN, DF2K)"),
-    "diffir_realsr_x4": ({**_SR, "scale": 4}, "real-world ×4 SR (DiffIR-RealSR, Real-ESRGAN degradations)"),
-    "diffir_realsr_x2": ({**_SR, "scale": 2}, "real-world ×2 SR (DiffIR-RealSR)"),
-    "diffir_realsr_x1": ({**_SR, "scale": 1}, "real-world ×1 restoration (DiffIR-RealSR)"),
-    "diffir_deblur": (_DEBLUR, "motion deblurring (DiffIR-demotionblur, GoPro)"),
-    "diffir_inpaint_celeba": (_INPAINT, "inpainting, CelebA-HQ 256 (DiffIR-inpainting)"),
-    "diffir_inpaint_places": (_INPAINT, "inpainting, Places2 (DiffIR-inpainting)"),
-    "diffir_inpaint_places_big": (_INPAINT_BIG, "inpainting, Places2 big model (DiffIR-inpainting)"),
-}
-
-PRESETS: dict[str, tuple[DiffIRConfig, str]] = {}
-for _base, (_kw, _desc) in _BASES.items():
-    for _stage in (1, 2):
-        _name = f"{_base}_s{_stage}"
-        PRESETS[_name] = (DiffIRConfig(stage=_stage, meta={"preset": _name}, **_kw), _desc)
+def _all() -> dict[str, tuple[Architecture, Any, str]]:
+    out: dict[str, tuple[Architecture, Any, str]] = {}
+    for arch in architectures():
+        for name, (config, description) in arch.presets().items():
+            out[name] = (arch, config, description)
+    return out
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Preset names matching a shell-style pattern, e.g. ``list_models("*inpaint*s2")``."""
-    return sorted(n for n in PRESETS if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in _all() if fnmatch.fnmatch(n, pattern))
+
+
+def preset_names() -> list[str]:
+    return list(_all())
 
 
 def describe(name: str) -> str:
-    return PRESETS[_resolve(name)][1]
+    return _all()[_resolve(name)][2]
 
 
 def _resolve(name: str) -> str:
-    if name in PRESETS:
+    known = _all()
+    if name in known:
         return name
-    close = difflib.get_close_matches(name, list(PRESETS), n=1)
+    close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else "; see `diffir list`"
     raise ConfigError(f"unknown model {name!r}{hint}")
 
 
-def get_config(name: str, **overrides: Any) -> DiffIRConfig:
+def get_config(name: str, **overrides: Any) -> Any:
     """The config of a preset, with overrides applied (unknown override keys are rejected)."""
-    config = PRESETS[_resolve(name)][0]
+    arch, config, _ = _all()[_resolve(name)]
     if not overrides:
         return config
     data = {**config.to_dict(), **overrides}
-    return DiffIRConfig.from_dict(data).replace(meta={"preset": name, "overrides": sorted(overrides)})
+    return arch.config_from_dict(data).replace(meta={"preset": name, "overrides": sorted(overrides)})
 
 
 def create_model(name: str, **overrides: Any):
-    """Build a preset network (random weights): ``DiffIRS1`` for ``*_s1``, ``DiffIRS2`` for ``*_s2``."""
-    from diffir.networks.diffir import build_model
-
-    return build_model(get_config(name, **overrides))
+    """Build a preset network with random weights (stage 1 for ``*_s1``, stage 2 for ``*_s2``)."""
+    arch, _, _ = _all()[_resolve(name)]
+    return arch.build(get_config(name, **overrides))

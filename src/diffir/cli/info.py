@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from diffir.io.checkpoint import load_model
     from diffir.pipelines.model_source import resolve_model_path
     from diffir.profile import count_macs, parameter_breakdown
-    from diffir.registry import PRESETS, create_model
+    from diffir.registry import create_model, preset_names
 
     looks_like_path = Path(args.model).exists() or any(ch in args.model for ch in "/\\.")
     bundled = bundled_path(args.model)
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(bundled)
     elif looks_like_path:
         model = load_model(args.model)  # a file, or a run folder (its model.safetensors)
-    elif args.model in PRESETS:
+    elif args.model in preset_names():
         model = create_model(args.model).eval()
     else:  # a name in the models folder; else one line naming the closest known model
         model = load_model(resolve_model_path(args.model))

@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         inputs = [p for p in inputs if not ("mask" in p.stem.lower() and p.resolve() in masks)] or inputs
     max_pixels = args.max_pixels or None
 
-    c = restorer.config
-    print(f"diffir restore: {len(inputs)} file(s), task {c.task}"
+    c = restorer.descriptor
+    print(f"diffir restore: {len(inputs)} file(s), {c.architecture} {c.task}"
           f"{f' x{c.scale}' if c.task == 'sr' else ''}, device {restorer.device}, {args.precision}, "
           f"tile {args.tile}, seed {args.seed}", file=sys.stderr)
     done, skipped, failed, claimed = 0, 0, 0, {}

@@ -1,11 +1,11 @@
-"""Load and save DiffIR checkpoints: official BasicSR ``.pth``, Lightning ``.ckpt``, raw state_dicts, safetensors.
+"""Load and save checkpoints of every architecture: official BasicSR ``.pth`` (one file, or one file per network as
+HI-Diff releases them), Lightning ``.ckpt``, raw state_dicts, diffir safetensors.
 
-* ``load_model(src)`` reads any of them (or a ``diffir train`` run / checkpoint folder, see
-  :func:`resolve_checkpoint_path`), infers the whole config from tensor shapes (:mod:`diffir.io.infer`),
-  verifies the official duplicated keys / schedule buffers, loads strictly and returns the model in eval mode.
-* ``save_model(model, path)`` writes safetensors with JSON metadata; ``official=True`` writes the official
-  BasicSR container (``params`` + ``params_ema``) with the official key layout, which the official code loads
-  with ``strict=True``.
+* ``load_model(src)`` reads them (a file, several files, a folder of per-network files, a ``diffir train`` run /
+  checkpoint folder, or an in-memory state_dict), unwraps containers, asks each registered architecture
+  (:mod:`diffir.archs`) whether it recognises the tensors, and lets it infer the config and strict-load.
+* ``save_model(model, path)`` writes safetensors with JSON metadata (architecture, task, scale, stage, config);
+  ``official=True`` writes the official layout (one BasicSR ``.pth``, or a folder of per-network files).
 
 Pickle files are only ever read with ``weights_only=True`` (unknown classes in Lightning metadata are replaced by
 inert placeholders, never imported or executed).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffir.diffusion.schedule import BUFFER_NAMES, make_schedule
+from diffir.archs import Checkpoint, architecture, architecture_of, architectures
 from diffir.errors import CheckpointError
 from diffir.io.atomic import atomic_path
-from diffir.io.infer import infer_config
 from diffir.io.runs import resolve_weights
 from diffir.io.torchfile import read_torch_file
-from diffir.networks.config import DiffIRConfig
-from diffir.networks.diffir import DiffIRS1, DiffIRS2, build_model
 
 FORMAT = "diffir"
 FORMAT_VERSION = "1"
@@ -162,92 +160,89 @@ def _weights_hint(source: str) -> str:
     return "params_ema.safetensors / params.safetensors next to it, or the run's model.safetensors"
 
 
-# ---------------------------------------------------------------------------------------- official layout
-def official_extras(model: DiffIRS2, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The entries the official S2 module adds: 12 schedule buffers, then ``diffusion.model.*`` and
-    ``diffusion.condition.*`` duplicates (sharing storage with ``denoise.*`` / ``condition.*``)."""
-    extra: dict[str, torch.Tensor] = {f"diffusion.{k}": v for k, v in model.diffusion.schedule_state().items()}
-    for k, v in sd.items():
-        if k.startswith("denoise."):
-            extra["diffusion.model." + k.removeprefix("denoise.")] = v
-    for k, v in sd.items():
-        if k.startswith("condition."):
-            extra["diffusion." + k] = v
-    return extra
-
-
-def to_official_state_dict(model: DiffIRS1 | DiffIRS2) -> StateDict:
-    """State_dict in the official key layout and order (S2: G, condition, denoise, buffers, duplicates)."""
-    sd = {k: v.detach() for k, v in model.state_dict().items()}
-    if isinstance(model, DiffIRS2):
-        sd.update(official_extras(model, sd))
-    return sd
-
-
-def _split_official(sd: StateDict, config: DiffIRConfig, source: str) -> StateDict:
-    """Verify and drop the official S2 duplicates and schedule buffers (they are derived, not learned)."""
-    out: StateDict = {}
-    schedule = make_schedule(config.timesteps, config.linear_start, config.linear_end)
-    for k, v in sd.items():
-        if not k.startswith("diffusion."):
-            out[k] = v
-            continue
-        rest = k.removeprefix("diffusion.")
-        if rest in BUFFER_NAMES:
-            if not torch.equal(v.detach().float().cpu(), schedule[rest]):
-                raise CheckpointError(f"{source}: buffer '{k}' differs from the schedule of its own betas")
-            continue
-        src = "denoise." + rest.removeprefix("model.") if rest.startswith("model.") else rest
-        if not rest.startswith(("model.", "condition.")) or src not in sd:
-            raise CheckpointError(f"{source}: unexpected key '{k}' (not part of the official DiffIR S2 layout)")
-        if not _same(v, sd[src]):
-            raise CheckpointError(f"{source}: duplicate '{k}' differs from '{src}'; the file is inconsistent")
-    return out
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    # float8 tensors (e.g. the parity files) have no comparison kernels; their float32 casts are exact.
-    if a.element_size() == 1 and a.is_floating_point():
-        a, b = a.float(), b.float()
-    return a.shape == b.shape and torch.equal(a, b)
-
-
 # ------------------------------------------------------------------------------------------------ loading
+#: Official per-network file stems (HI-Diff: net_g.pth, net_le.pth, net_le_dm.pth, net_d.pth; BasicSR training
+#: writes net_g_<iter>.pth), recognised in a folder handed to ``load_model``.
+_PER_NETWORK = re.compile(r"^(net_[a-z_]+?)(?:_(\d+|latest))?$")
+
+
+def _per_network_files(folder: Path) -> dict[str, Path]:
+    """role → file for a folder of official per-network files (newest iteration wins), or {}."""
+    found: dict[str, tuple[int, Path]] = {}
+    for f in sorted(folder.iterdir()):
+        m = _PER_NETWORK.match(f.stem)
+        if not (m and f.is_file() and f.suffix in (".pth", ".pt", ".safetensors")):
+            continue
+        rank = 10**12 if m.group(2) in (None, "latest") else int(m.group(2))
+        if m.group(1) not in found or rank > found[m.group(1)][0]:
+            found[m.group(1)] = (rank, f)
+    return {role: f for role, (_, f) in found.items()}
+
+
+def read_sources(src: Any, key: str | None = None) -> Checkpoint:
+    """Everything ``load_model`` accepts, read into a :class:`~diffir.archs.Checkpoint`."""
+    if isinstance(src, Mapping):
+        return Checkpoint({"": unwrap_state_dict(src, key=key, source="state_dict")}, {}, "state_dict")
+    if isinstance(src, (list, tuple)):
+        files = [Path(p).expanduser() for p in src]
+        if len(files) == 1:
+            return read_sources(files[0], key)
+        parts = {}
+        for f in files:
+            parts[f.stem] = read_checkpoint(f, key=key)[0]
+        return Checkpoint(parts, {}, " + ".join(str(f) for f in files))
+    path = Path(src).expanduser()
+    if path.is_dir() and not (path / "model.safetensors").is_file() and (per_net := _per_network_files(path)):
+        parts = {role: read_checkpoint(f, key=key)[0] for role, f in per_net.items()}
+        return Checkpoint(parts, {}, str(path))
+    path = resolve_checkpoint_path(path)
+    sd, meta = read_checkpoint(path, key=key)
+    return Checkpoint({"": sd}, meta, str(path))
+
+
+def _architecture_for(ckpt: Checkpoint):
+    named = ckpt.meta.get("architecture")
+    if named is not None:
+        try:
+            return architecture(str(named))
+        except KeyError:
+            raise CheckpointError(f"{ckpt.source}: written for architecture {named!r}, which this diffir version "
+                                  "does not have (upgrade diffir)") from None
+    for arch in architectures():
+        if arch.recognizes(ckpt):
+            return arch
+    keys = [k for sd in ckpt.parts.values() for k in list(sd)[:3]][:3]
+    names = ", ".join(a.name for a in architectures())
+    raise CheckpointError(f"{ckpt.source}: not the weights of a known architecture ({names}); keys start with: "
+                          f"{', '.join(keys) or '<empty>'}")
+
+
 def load_model(
-    src: str | os.PathLike | Mapping[str, Any],
+    src: str | os.PathLike | Mapping[str, Any] | list,
     *,
     key: str | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
-    config: DiffIRConfig | None = None,
-) -> DiffIRS1 | DiffIRS2:
-    """Load any DiffIR checkpoint with zero configuration; returns the model in eval mode.
+    config: Any = None,
+    **hints: Any,
+) -> nn.Module:
+    """Load any supported checkpoint with zero configuration; returns the model in eval mode.
 
-    ``src`` is a path (``.pth``, ``.ckpt``, ``.safetensors``, raw ``torch.save`` dict) or an in-memory
-    state_dict / container.  ``model.config`` shows what was inferred.
+    ``src`` is a path (``.pth``, ``.ckpt``, ``.safetensors``, raw ``torch.save`` dict), a list of per-network
+    files, a folder (run folder, or official per-network files), or an in-memory state_dict / container.
+    ``hints`` give what a file does not store (e.g. ``preset="hidiff_realblur_r_s2"`` or ``timesteps=16``);
+    ``model.config`` shows what was inferred and ``model.config.meta["assumed"]`` what was not in the file.
     """
-    if isinstance(src, Mapping):
-        source, meta = "state_dict", {}
-        sd = unwrap_state_dict(src, key=key, source=source)
-    else:
-        path = resolve_checkpoint_path(src)
-        source = str(path)
-        sd, meta = read_checkpoint(path, key=key)
-    hints = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
-    try:
-        if config is None:
-            config = infer_config(sd, hints=hints)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
-    sd = _split_official(sd, config, source) if config.stage == 2 else sd
-    model = build_model(config)
-    _load_strict(model, sd, source)
-    model.config.meta["source"] = source
+    ckpt = read_sources(src, key)
+    arch = _architecture_for(ckpt)
+    model = arch.load(ckpt, config, hints)
+    model.config.meta["source"] = ckpt.source
     model.eval()
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
 
 
-def _load_strict(model: nn.Module, sd: StateDict, source: str) -> None:
+def load_strict(model: nn.Module, sd: StateDict, source: str) -> None:
+    """``load_state_dict(strict=True)`` with one-line errors naming the file and the first bad key."""
     own = model.state_dict()
     for k in own:
         if k not in sd:
@@ -259,8 +254,8 @@ def _load_strict(model: nn.Module, sd: StateDict, source: str) -> None:
             )
         if tuple(v.shape) != tuple(own[k].shape):
             raise CheckpointError(
-                f"{source}: key '{k}' has shape {tuple(v.shape)} but the inferred {model.config.task} "
-                f"x{model.config.scale} config expects {tuple(own[k].shape)} (mixed checkpoints?)"
+                f"{source}: key '{k}' has shape {tuple(v.shape)} but the inferred {model.descriptor.task} "
+                f"x{model.descriptor.scale} config expects {tuple(own[k].shape)} (mixed checkpoints?)"
             )
         if not (v.is_floating_point() or v.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)):
             raise CheckpointError(f"{source}: key '{k}' has non-float dtype {v.dtype}")
@@ -268,42 +263,56 @@ def _load_strict(model: nn.Module, sd: StateDict, source: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- saving
-def save_model(model: DiffIRS1 | DiffIRS2, path: str | os.PathLike, official: bool = False) -> Path:
+def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False) -> Path:
     """Write ``model`` to ``path`` atomically.
 
-    Default: safetensors with metadata ``format``, ``arch``, ``task``, ``scale``, ``stage``, ``config`` (JSON).
-    ``official=True``: a BasicSR ``.pth`` ``{"params": sd, "params_ema": sd}`` in the official layout.
+    Default: safetensors with metadata ``format``, ``architecture``, ``arch`` (class), ``task``, ``scale``,
+    ``stage``, ``config`` (JSON).  ``official=True``: the official layout — a BasicSR ``.pth``
+    ``{"params": sd, "params_ema": sd}``, or, for architectures released as one file per network, a folder
+    ``path`` holding ``<network>.pth`` files ``{"params": sd}``.
     """
     path = Path(path)
-    config = model.config
+    arch = architecture_of(model)
     if official:
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        if isinstance(model, DiffIRS2):
-            sd.update(official_extras(model, sd))
-        with atomic_path(path) as tmp:
-            torch.save({"params": sd, "params_ema": sd}, tmp)
+        files = arch.official_files(model)
+        if list(files) == [""]:
+            sd = {k: v.detach().cpu().contiguous() for k, v in files[""].items()}
+            with atomic_path(path) as tmp:
+                torch.save({"params": sd, "params_ema": sd}, tmp)
+            return path
+        if path.suffix:
+            raise CheckpointError(f"{path}: the official {arch.name} layout is one file per network; give a folder "
+                                  "name (without a suffix) to write them into")
+        path.mkdir(parents=True, exist_ok=True)
+        for stem, sd in files.items():
+            with atomic_path(path / f"{stem}.pth") as tmp:
+                torch.save({"params": {k: v.detach().cpu().contiguous() for k, v in sd.items()}}, tmp)
         return path
     from safetensors.torch import save_file
 
+    descriptor = model.descriptor
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "architecture": descriptor.architecture,
         "arch": type(model).__name__,
-        "task": config.task,
-        "scale": str(config.scale),
-        "stage": str(config.stage),
-        "config": config.to_json(),
+        "task": descriptor.task,
+        "scale": str(descriptor.scale),
+        "stage": str(descriptor.stage),
+        "config": model.config.to_json(),
     }
     with atomic_path(path) as tmp:
         save_file(sd, str(tmp), metadata=meta)
     return path
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, key: str | None = None) -> Path:
-    """Convert a checkpoint: the output format follows ``dst``'s suffix (.safetensors → diffir, .pth → official)."""
-    model = load_model(src, key=key)
+def convert(src: Any, dst: str | os.PathLike, key: str | None = None, **hints: Any) -> Path:
+    """Convert a checkpoint: ``.safetensors`` → diffir format; ``.pth`` → the official layout (a folder of
+    per-network files for architectures released that way)."""
+    model = load_model(src, key=key, **hints)
     dst = Path(dst)
-    if dst.suffix not in (".safetensors", ".pth", ".pt"):
+    official_folder = dst.suffix == "" and list(architecture_of(model).official_files(model)) != [""]
+    if dst.suffix not in (".safetensors", ".pth", ".pt") and not official_folder:
         raise CheckpointError(f"{dst}: output must end in .safetensors (diffir) or .pth (official BasicSR layout)")
     return save_model(model, dst, official=dst.suffix != ".safetensors")

@@ -19,11 +19,10 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from diffir.networks.layers import Attention
+from diffir.nn.restormer import MDTA
 from diffir.pipelines.tiling import TileGrid
 
 Region = tuple[int, int, int, int]  # y0, y1, x0, x1 in tile input pixels
@@ -44,21 +43,16 @@ def core_spans(starts: Sequence[int], tile: int, length: int, align: int) -> lis
     return [(bounds[i] - s, bounds[i + 1] - s) for i, s in enumerate(starts)]
 
 
-def _local_attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """What Attention.forward computes without a hook."""
-    q, k = F.normalize(q.flatten(-2), dim=-1), F.normalize(k.flatten(-2), dim=-1)
-    return ((q @ k.transpose(-2, -1)) * attn.temperature).softmax(dim=-1) @ v.flatten(-2)
-
-
 class _Collect:
-    """Hook that attends locally (as usual) and adds up each layer's sums over the tiles' cores."""
+    """Hook that returns the tile's own attention matrix (as usual) and adds up each layer's sums over the
+    tiles' cores."""
 
     def __init__(self) -> None:
-        self.sums: dict[Attention, Sums] = {}
+        self.sums: dict[MDTA, Sums] = {}
         self.regions: list[Region] = []
         self.tile_hw = (1, 1)
 
-    def __call__(self, attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def __call__(self, attn: MDTA, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         ry, rx = self.tile_hw[0] // q.shape[-2], self.tile_hw[1] // q.shape[-1]
         gram = q2 = k2 = None
         for n, (y0, y1, x0, x1) in enumerate(self.regions):
@@ -70,30 +64,30 @@ class _Collect:
         part = tuple(t.to("cpu", torch.float64) for t in (gram, q2, k2))
         old = self.sums.get(attn)
         self.sums[attn] = part if old is None else tuple(a + b for a, b in zip(old, part, strict=True))
-        return _local_attention(attn, q, k, v)
+        return attn.matrix(q, k)
 
 
 class _Apply:
-    """Hook that attends with the whole-image sums."""
+    """Hook that gives every tile the attention matrix of the whole-image sums."""
 
-    def __init__(self, sums: dict[Attention, Sums]) -> None:
+    def __init__(self, sums: dict[MDTA, Sums]) -> None:
         self.sums = sums
-        self._matrix: dict[Attention, torch.Tensor] = {}
+        self._matrix: dict[MDTA, torch.Tensor] = {}
 
-    def __call__(self, attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def __call__(self, attn: MDTA, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         matrix = self._matrix.get(attn)
         if matrix is None:
             gram, q2, k2 = self.sums[attn]
             cos = gram / (q2.sqrt().clamp_min(_EPS)[..., :, None] * k2.sqrt().clamp_min(_EPS)[..., None, :])
             matrix = (cos.to(attn.temperature.device, torch.float32) * attn.temperature.float()).softmax(dim=-1)
             self._matrix[attn] = matrix
-        return matrix.to(v.dtype) @ v.flatten(-2)
+        return matrix
 
 
 @contextlib.contextmanager
 def attention_hook(model: nn.Module, hook: Callable | None) -> Iterator[None]:
     """Install ``hook`` on every attention layer of ``model`` for the duration of the block."""
-    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    layers = [m for m in model.modules() if isinstance(m, MDTA)]
     for layer in layers:
         layer.stats_hook = hook
     try:

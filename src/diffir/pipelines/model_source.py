@@ -21,6 +21,7 @@ from pathlib import Path
 
 from torch import nn
 
+from diffir.archs.base import ModelDescriptor
 from diffir.errors import DiffIRError
 
 MODELS_ENV = "DIFFIR_MODELS"
@@ -79,9 +80,9 @@ def known_model_names() -> dict[str, str]:
     """Names usable as a model, with where each comes from: bundled, the models folder, or a preset
     (architecture only: its weights still have to be put in the models folder)."""
     from diffir.bundled import list_bundled
-    from diffir.registry import PRESETS
+    from diffir.registry import preset_names
 
-    names = dict.fromkeys(PRESETS, "a preset whose weights are not installed")
+    names = dict.fromkeys(preset_names(), "a preset whose weights are not installed")
     folder = models_dir()
     if folder.is_dir():
         names.update({p.stem: "from the models folder" for p in folder.iterdir() if p.suffix in NAME_EXTENSIONS})
@@ -96,16 +97,16 @@ def _suggestion(name: str) -> str:
 
 
 def load_inference_model(spec: str | os.PathLike | nn.Module) -> nn.Module:
-    """A stage-2 DiffIR model in eval mode, from a module, a checkpoint path or a model name."""
+    """A stage-2 model of any architecture in eval mode, from a module, a checkpoint path or a model name."""
     if isinstance(spec, nn.Module):
         model = spec
     else:
         from diffir.io.checkpoint import load_model
 
         model = load_model(resolve_model_path(spec))
-    config = getattr(model, "config", None)
-    if config is not None and config.stage == 1:
+    descriptor = getattr(model, "descriptor", None)
+    if not isinstance(descriptor, ModelDescriptor):
+        raise DiffIRError(f"{type(model).__name__} is not a diffir model (see `diffir list`)")
+    if descriptor.stage == 1:
         raise DiffIRError("this is a stage-1 (S1) model, which needs the ground truth; restore with a stage-2 model")
-    if config is None or not hasattr(model, "estimate_ipr"):
-        raise DiffIRError(f"{type(model).__name__} is not a stage-2 DiffIR model (DiffIRS2)")
     return model.eval()

@@ -1,15 +1,16 @@
-"""``diffir.Restorer``: restore one image of any kind with a stage-2 DiffIR model, any task.
+"""``diffir.Restorer``: restore one image of any kind with a stage-2 model of any architecture and task.
 
     >>> r = diffir.Restorer("diffir_sr_x4_small", tile=512, precision="fp32", device="auto", seed=0)
     >>> out = r.restore(np.asarray(PIL.Image.open("lr.png")))           # numpy in, numpy out
     >>> out = diffir.Restorer(inpaint_model).restore(pil_image, mask=pil_mask)   # white = hole (mask_hole="black")
 
-Per image: split off alpha, replicate gray to RGB, reflect-pad to the size multiple, compute **one** IPR
-(CPEN_S2 tile by tile — exactly the untiled value — then the seeded 4-step diffusion), run the DIRformer on
-the whole image or on blended overlapping tiles sharing that IPR (and, from a first pass, whole-image attention
-statistics), crop, composite (inpainting), and put
-gray/alpha back.  S2 sampling is stochastic: every image draws its IPR noise from a fresh CPU generator seeded
-with ``seed``, so a result depends only on the image, the model and the seed (not on batch or order).
+Per image: split off alpha, replicate gray to RGB, reflect-pad to the size multiple, compute **one** prior
+(the condition tile by tile — exactly the untiled value — then the seeded diffusion), run the restoration
+network on the whole image or on blended overlapping tiles sharing that prior (and, from a first pass,
+whole-image attention statistics), crop, composite (inpainting), and put gray/alpha back.  Only the model's
+descriptor and restoration interface are used (:mod:`diffir.archs.base`).  Sampling is stochastic: every image
+draws its prior noise from a fresh CPU generator seeded with ``seed``, so a result depends only on the image,
+the model and the seed (not on batch or order).
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
 class Restorer:
-    """Restore images with a stage-2 DiffIR model (SR ×1/×2/×4, real-world SR, motion deblur, inpainting).
+    """Restore images with a stage-2 model (SR ×1/×2/×4, real-world SR, motion deblur, inpainting).
 
     Args:
-        model: a ``DiffIRS2`` module, a checkpoint path, or a model name (see ``diffir restore --help``).
+        model: a stage-2 model (``DiffIRS2``, ``HIDiffS2`` ...), a checkpoint path, or a model name (see
+            ``diffir restore --help``).
         tile: LQ tile size in pixels; ``0`` = whole image; ``"auto"`` = tile only images larger than
             ``AUTO_TILE`` (the default).  Rounded down to the model's size multiple.
         tile_overlap: overlap between neighbouring tiles (LQ pixels), blended with a sin² window.
@@ -59,7 +61,7 @@ class Restorer:
             ``"local"``: each tile attends with its own statistics (faster, larger tiled-vs-whole drift).
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (autocast; NaN/Inf output → fp32 redo).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-        seed: seed of the IPR sampling noise (``None`` = fresh randomness each call).
+        seed: seed of the prior's sampling noise (``None`` = fresh randomness each call).
         batch_size: tiles per forward pass.
         outscale: final scale relative to the input (e.g. 3.5 with a ×4 model); ``None`` = the model's scale.
         mask_threshold: mask values above this (after scaling to [0, 1]) are holes.
@@ -97,7 +99,7 @@ class Restorer:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.model = load_inference_model(model).to(self.device)
-        self.config = self.model.config
+        self.descriptor = self.model.descriptor
         self._param_dtype = next(self.model.parameters()).dtype
         self.tile = tile
         self.tile_overlap = max(0, int(tile_overlap))
@@ -113,11 +115,11 @@ class Restorer:
     # ---------------------------------------------------------------------------------------------- public
     @property
     def task(self) -> str:
-        return self.config.task
+        return self.descriptor.task
 
     @property
     def scale(self) -> int:
-        return self.config.scale
+        return self.descriptor.scale
 
     def restore(self, image: Any, mask: Any = None) -> Any:
         """Restore ``image`` (numpy HWC/HW uint8/uint16/float, PIL, or (B,)C,H,W tensor); same kind returned.
@@ -174,7 +176,7 @@ class Restorer:
 
     def _tile_for(self, height: int, width: int) -> int:
         """LQ tile size for a padded image (0 = whole image)."""
-        multiple = self.config.size_multiple
+        multiple = self.descriptor.size_multiple
         if self.tile == "auto":
             limit = AUTO_TILE[self.scale if self.task == "sr" else 1]
             return 0 if max(height, width) <= limit else align_down(limit, multiple)
@@ -182,7 +184,7 @@ class Restorer:
 
     def _run_network(self, lq: torch.Tensor) -> torch.Tensor:
         """Padded-size prediction of a (1, C, H, W) CPU LQ; on device OOM the tile is halved and retried."""
-        multiple = self.config.size_multiple
+        multiple = self.descriptor.size_multiple
         padded = pad_to_multiple(lq, multiple)
         tile = self._tile_for(*padded.shape[-2:])
         while True:
@@ -205,42 +207,42 @@ class Restorer:
         generator = None
         if self.seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        # The IPR path runs outside autocast, in the weights' precision: it is a few % of the compute, and one
-        # global vector steers every pixel.
+        # The prior path runs outside autocast, in the weights' precision: it is a few % of the compute, and one
+        # global prior steers every pixel.
         padded = padded.to(dtype=self._param_dtype)
-        if tile:
+        if tile and self.descriptor.exact_tiled_condition:
             cond = condition_tiled(self.model, padded, tile, self.device)
         else:
             cond = self.model.condition_of(padded.to(self.device))
-        ipr = self.model.estimate_ipr(cond=cond, generator=generator)
+        prior = self.model.sample_prior(cond, generator=generator)
         if not tile:
-            return self._forward(padded, ipr)
-        grid = make_grid(*padded.shape[-2:], tile, self.tile_overlap, self.config.size_multiple)
+            return self._forward(padded, prior)
+        grid = make_grid(*padded.shape[-2:], tile, self.tile_overlap, self.descriptor.size_multiple)
         dtype = self.dtype
-        out, hook = self._tiled(padded, grid, ipr)
+        out, hook = self._tiled(padded, grid, prior)
         if hook is not None and self.dtype != dtype:
             # A tile fell back to float32, but the statistics came from the reduced-precision pass: redo.
-            out, _ = self._tiled(padded, grid, ipr)
+            out, _ = self._tiled(padded, grid, prior)
         return out
 
-    def _tiled(self, padded: torch.Tensor, grid: TileGrid, ipr: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        hook = self._whole_image_attention(padded, grid, ipr) if len(grid) > 1 else None
+    def _tiled(self, padded: torch.Tensor, grid: TileGrid, prior: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        hook = self._whole_image_attention(padded, grid, prior) if len(grid) > 1 else None
         with attention_hook(self.model, hook):
-            out = run_tiled(lambda t: self._forward(t, ipr), padded, grid, self.scale, self.config.out_channels,
-                            self.batch_size, self.progress)
+            out = run_tiled(lambda t: self._forward(t, prior), padded, grid, self.scale,
+                            self.descriptor.out_channels, self.batch_size, self.progress)
         return out, hook
 
-    def _whole_image_attention(self, padded: torch.Tensor, grid: TileGrid, ipr: torch.Tensor) -> Any:
+    def _whole_image_attention(self, padded: torch.Tensor, grid: TileGrid, prior: torch.Tensor) -> Any:
         """First tiling pass: whole-image attention statistics (``tile_stats="global"``), or None."""
-        if self.tile_stats != "global":
+        if self.tile_stats != "global" or not self.descriptor.attention_statistics:
             return None
 
         def features(tiles: torch.Tensor) -> None:
             tiles = tiles.to(self.device, self._param_dtype, non_blocking=True)
             with autocast(self.device, self.dtype):
-                self.model.G.features(tiles, ipr.expand(tiles.shape[0], -1).to(tiles.dtype))
+                self.model.attention_pass(tiles, _batched(prior, tiles.shape[0]))
 
-        align = self.config.size_multiple
+        align = self.descriptor.size_multiple
         hook = whole_image_attention(self.model, features, padded, grid, align, self.batch_size, self.progress)
         if not sums_are_finite(hook) and self.dtype != torch.float32:
             warnings.warn(f"NaN/Inf in {str(self.dtype).removeprefix('torch.')} attention statistics: recomputing "
@@ -249,19 +251,24 @@ class Restorer:
             hook = whole_image_attention(self.model, features, padded, grid, align, self.batch_size, self.progress)
         return hook
 
-    def _forward(self, lq: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
+    def _forward(self, lq: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         lq = lq.to(self.device, self._param_dtype, non_blocking=True)
-        ipr = ipr.expand(lq.shape[0], -1)
+        prior = _batched(prior, lq.shape[0])
         with autocast(self.device, self.dtype):
-            out = self.model(lq, ipr=ipr)
+            out = self.model.restore(lq, prior)
         if self.dtype != torch.float32 and not all_finite(out):
             if not self._warned_fallback:
                 warnings.warn(f"NaN/Inf in the {str(self.dtype).removeprefix('torch.')} output: recomputing in "
                               "float32 (and staying in float32 from now on)", stacklevel=2)
                 self._warned_fallback = True
             self.dtype = torch.float32
-            out = self.model(lq, ipr=ipr)
+            out = self.model.restore(lq, prior)
         return out.to("cpu", torch.float32)
+
+
+def _batched(prior: torch.Tensor, batch: int) -> torch.Tensor:
+    """One image's prior (leading batch axis of 1) repeated for a batch of tiles, without a copy."""
+    return prior.expand(batch, *prior.shape[1:])
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffir.archs.base import ModelDescriptor
 from diffir.errors import CheckpointError
 from diffir.io.runs import (  # noqa: F401 - the run layout, re-exported for the trainer
     checkpoint_dir,
@@ -51,10 +52,10 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
 
 # ------------------------------------------------------------------------------------------------ weights
 def save_weights(module: nn.Module, path: Path) -> None:
-    """A DiffIR network through ``diffir.save_model``; any other module as a plain safetensors state_dict."""
+    """A diffir model through ``diffir.save_model``; any other module as a plain safetensors state_dict."""
     from safetensors.torch import save_file
 
-    if hasattr(module, "config") and hasattr(module, "G"):
+    if isinstance(getattr(module, "descriptor", None), ModelDescriptor):
         from diffir import save_model
 
         save_model(module, path)  # type: ignore[arg-type]

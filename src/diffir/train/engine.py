@@ -94,10 +94,10 @@ class Trainer(Objectives):
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank and every restart
         self.student: nn.Module = create_model(cfg.model.preset, **cfg.model_overrides()).to(self.device)
-        self.mc = self.student.config  # the network config (task, scale, T ...)
+        self.mc = self.student.descriptor  # task, scale ... (the model's internals stay in its architecture)
         if self.stage != "s1":
-            self.student.diffusion_enabled = cfg.diffusion.enabled
-            self.student.diffusion.reverse_noise = cfg.diffusion.reverse_noise
+            self.student.set_ablation(enabled=cfg.diffusion.enabled, reverse_noise=cfg.diffusion.reverse_noise,
+                                      optimization=cfg.diffusion.optimization)
         self.teacher: nn.Module | None = None
         resume_dir = ckpt.resolve_resume(self.out, resume)
         if resume_dir is None:
@@ -125,12 +125,11 @@ class Trainer(Objectives):
             self.dist.broadcast_module(self.disc)
         self.ema = ModelEMA(self.student, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
 
-        # Optimisers.  S2's optimizer_e covers CPEN_S2 + denoiser ("condition"/"denoise" in the name, as upstream).
+        # Optimisers.  S2's optimizer_e covers the prior's networks (DiffIR: CPEN_S2 + denoiser, as upstream).
         self.opt_g = _make_optimizer(list(self.student.parameters()), cfg.optim.g)
         self.opt_e = None
         if cfg.optim.e is not None and self.stage != "s1":
-            enc = [p for n, p in self.student.named_parameters() if "denoise" in n or "condition" in n]
-            self.opt_e = _make_optimizer(enc, cfg.optim.e)
+            self.opt_e = _make_optimizer(self.student.prior_parameters(), cfg.optim.e)
         self.opt_d = _make_optimizer(list(self.disc.parameters()), cfg.optim.d) if self.disc is not None else None
         amp = cfg.train.amp if self.device.type == "cuda" else "none"
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
@@ -183,7 +182,7 @@ class Trainer(Objectives):
 
     def _load_teacher_from(self, ckpt_dir: Path) -> None:
         if self.stage != "s1":
-            self.teacher = load_teacher(ckpt_dir / "teacher.safetensors", self.mc, self.device)
+            self.teacher = load_teacher(ckpt_dir / "teacher.safetensors", self.student.config, self.device)
 
     def _make_loader(self):
         t = self.cfg.train

@@ -41,21 +41,14 @@ class Objectives:
             return s(lq, gt), {}
         ipr_s1 = self._teacher_ipr(lq, gt)
         diff = self.cfg.diffusion
-        if warmup:  # phase A: only CPEN_S2 + denoiser, KD loss only, DIRformer untouched
-            cond = s.condition_of(lq)
-            iprs = s.diffusion.train_chain(s.denoise, ipr_s1, cond, generator=self.gen) if diff.enabled else [cond]
+        if warmup:  # phase A: only the prior's networks, KD loss only, the restoration network untouched
+            iprs = s.train_chain(ipr_s1, s.condition_of(lq), generator=self.gen)
             return None, self._kd(iprs[-1], ipr_s1)
         if diff.optimization == "traditional" and diff.enabled:
-            # V2: the denoiser learns the per-step x0 objective at a random t; the DIRformer gets the IPR sampled by
-            # the (detached) reverse chain, so no gradient links the two.
-            cond = s.condition_of(lq)
-            b, T = lq.shape[0], s.diffusion.timesteps
-            t = torch.randint(0, T, (b,), generator=self.gen).to(self.device)
-            noise = torch.randn(ipr_s1.shape, generator=self.gen).to(self.device, ipr_s1.dtype)
-            x0 = s.denoise(s.diffusion.q_sample(ipr_s1, t, noise), t, cond)
-            with torch.no_grad():
-                ipr = s.diffusion.train_chain(s.denoise, ipr_s1, cond, generator=self.gen)[-1]
-            return s.G(lq, ipr.to(lq.dtype)), self._kd(x0, ipr_s1)
+            # V2: the denoiser learns the per-step x0 objective at a random t; the restoration network gets the
+            # prior sampled by the (detached) reverse chain, so no gradient links the two.
+            x0, ipr = s.traditional_targets(ipr_s1, s.condition_of(lq), generator=self.gen)
+            return s.restore(lq, ipr), self._kd(x0, ipr_s1)
         out, iprs = s(lq, ipr_s1, generator=self.gen)  # V3 (joint through all T steps), V1, V4
         return out, self._kd(iprs[-1], ipr_s1)
 

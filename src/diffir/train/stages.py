@@ -1,8 +1,9 @@
-"""Stage wiring: S2 starts from S1 (DIRformer copied, CPEN_S1 frozen as teacher); GAN starts from S2.
+"""Stage wiring: S2 starts from S1 (restoration network copied, S1 frozen as teacher); GAN starts from S2.
 
-Follows the official initialisation (specs §4.3): the S2 network takes the S1 checkpoint's ``G.*`` weights
-(EMA preferred), its CPEN_S2 and denoiser start fresh; the whole S1 network is kept, frozen, as the teacher
-whose CPEN_S1 gives the target IPR.  The GAN stage copies every S2 weight and reuses the S2 run's teacher.
+Follows the official initialisation (DiffIR specs §4.3, HI-Diff §A.7): the S2 network takes the S1 checkpoint's
+restoration network (EMA preferred; ``init_from_stage1``), its condition encoder and denoiser start fresh; the
+whole S1 network is kept, frozen, as the teacher whose prior encoder gives the target prior.  The GAN stage
+copies every S2 weight and reuses the S2 run's teacher.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ from torch import nn
 
 from diffir.errors import ConfigError
 from diffir.train import checkpointing as ckpt
-
-# DiffIRConfig fields that legitimately differ between an S1 teacher and the S2 network it trains
-_S1_ONLY_DIFFERENCES = ("stage", "n_denoise_res", "timesteps", "linear_start", "linear_end")
 
 
 def check_same(mine, theirs, what: str, ignore: tuple[str, ...] = ()) -> None:
@@ -35,9 +33,10 @@ def load_teacher(path: Path, model_config, device: torch.device) -> nn.Module:
     from diffir import load_model
 
     teacher = load_model(path)
-    if teacher.config.stage != 1:
-        raise ConfigError(f"{path}: the teacher must be a stage-1 model, got stage {teacher.config.stage}")
-    check_same(model_config, teacher.config, f"S1 checkpoint {path}", ignore=_S1_ONLY_DIFFERENCES)
+    if teacher.descriptor.stage != 1:
+        raise ConfigError(f"{path}: the teacher must be a stage-1 model, got stage {teacher.descriptor.stage}")
+    # fields of the prior's diffusion legitimately differ between an S1 teacher and the S2 network it trains
+    check_same(model_config, teacher.config, f"S1 checkpoint {path}", ignore=model_config.STAGE2_FIELDS)
     return teacher.to(device).eval().requires_grad_(False)
 
 
@@ -57,10 +56,10 @@ def initialise_stage(student: nn.Module, stage: str, from_s1: str | None, from_s
     s2 = None
     if from_s2 is not None:  # its stage first: an S1 run passed as --from-s2 has no teacher beside it either
         s2 = load_model(ckpt.resolve_weights(from_s2))
-        if s2.config.stage != 2:
+        if s2.descriptor.stage != 2:
             fix = ("pass it as --from-s1 instead" if stage == "s2" else
                    f"train stage s2 first (--from-s1 {from_s2}) and pass that run as --from-s2")
-            raise ConfigError(f"--from-s2 {from_s2}: that is a stage-{s2.config.stage} model, not a stage-2 model; "
+            raise ConfigError(f"--from-s2 {from_s2}: that is a stage-{s2.descriptor.stage} model, not a stage-2 model; "
                               f"{fix}")
         check_same(student.config, s2.config, f"--from-s2 {from_s2}", ignore=("stage",))
     teacher_path = ckpt.resolve_weights(from_s1) if from_s1 else ckpt.resolve_teacher(from_s2)  # type: ignore[arg-type]
@@ -70,5 +69,5 @@ def initialise_stage(student: nn.Module, stage: str, from_s1: str | None, from_s
     if s2 is not None:
         student.load_state_dict(s2.state_dict())
     else:
-        student.G.load_state_dict(teacher.G.state_dict())
+        student.init_from_stage1(teacher)
     return teacher

@@ -32,7 +32,7 @@ def evaluate(model: nn.Module, items: Iterable[dict[str, torch.Tensor]], device:
             pair = degradation(batch["gt"], generator=g)
             batch.update(lq=pair["lq"], gt=pair["gt"])
         out = restore_image(model, batch, stage, seed)
-        if model.config.task == "inpaint":
+        if model.descriptor.task == "inpaint":
             out = batch["mask"] * out + (1 - batch["mask"]) * batch["gt"]
         p, s = psnr_ssim(out, batch["gt"], crop_border, y_channel)
         psnrs.append(p)
@@ -50,8 +50,8 @@ def restore_image(model: nn.Module, batch: dict[str, torch.Tensor], stage: str, 
     their IPR from noise with a fixed seed.
     """
     lq, gt = batch["lq"], batch["gt"]
-    mc = model.config
-    m, scale = mc.size_multiple, mc.scale
+    d = model.descriptor
+    m, scale = d.size_multiple, d.scale
     h, w = lq.shape[-2:]
     ph, pw = (-h) % m, (-w) % m
     mode = "reflect" if ph < h and pw < w else "replicate"

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffir.networks.config import CPEN_FEATS, DiffIRConfig
-from diffir.networks.layers import ResBlock
+from diffir.archs.diffir.config import CPEN_FEATS, DiffIRConfig
+from diffir.archs.diffir.layers import ResBlock
 
 
 class CPEN(nn.Module):

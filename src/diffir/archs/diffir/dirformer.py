@@ -17,17 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffir.networks.config import DiffIRConfig
-from diffir.networks.layers import BlockStack, Downsample, TransformerBlock, Upsample
-
-
-class PatchEmbed(nn.Module):
-    def __init__(self, in_channels: int, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, dim, 3, padding=1, bias=False)  # never biased (official)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+from diffir.archs.diffir.config import DiffIRConfig
+from diffir.archs.diffir.layers import BlockStack, TransformerBlock
+from diffir.nn.restormer import Downsample, PatchEmbed, Upsample
 
 
 class SubPixelTail(nn.Sequential):

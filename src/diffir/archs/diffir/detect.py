@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
+from diffir.archs.diffir.config import DiffIRConfig
 from diffir.diffusion.schedule import make_schedule
 from diffir.errors import CheckpointError
-from diffir.networks.config import DiffIRConfig
 
 LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
-DEFAULT_DIFFUSION = {"timesteps": 4, "linear_start": 0.1, "linear_end": 0.99}
+#: What a checkpoint without schedule buffers is assumed to use: the config defaults (the official values).
+DEFAULT_DIFFUSION = {k: getattr(DiffIRConfig, k) for k in ("timesteps", "linear_start", "linear_end")}
 
 
 def _count(sd: Mapping[str, Any], prefix: str, suffix: str) -> int:
@@ -72,7 +73,7 @@ def _diffusion_params(sd: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
             break
     bad = next((k for k, v in stored.items() if k in sched and not torch.equal(sched[k], v.float().cpu())), "betas")
     raise CheckpointError(
-        f"buffer 'diffusion.{bad}' does not follow DiffIR's sqrt-linear β schedule of its betas "
+        f"buffer 'diffusion.{bad}' does not follow DiffIR's β schedule (make_schedule) of its betas "
         f"{[round(b, 6) for b in betas.tolist()]}: the file was edited or is not a DiffIR checkpoint"
     )
 
@@ -170,7 +171,7 @@ def _check_cpen_channels(sd: Mapping[str, torch.Tensor], config: DiffIRConfig) -
 
 
 def _checked_hint(sd: Mapping[str, torch.Tensor], hints: Mapping[str, Any]) -> DiffIRConfig:
-    from diffir.networks.diffir import build_model
+    from diffir.archs.diffir.model import build_model
 
     config = DiffIRConfig.from_dict(dict(hints))
     with torch.device("meta"):

@@ -1,6 +1,6 @@
 """Typed, validated description of one DiffIR network (S1 or S2, any task).
 
-The same dataclass is built by presets (:mod:`diffir.registry`), inferred from checkpoint tensor shapes
+The same dataclass is built by presets (:mod:`diffir.archs.diffir.presets`), inferred from checkpoint tensor shapes
 (:mod:`diffir.io.checkpoint`) and stored as JSON in the safetensors metadata we write.
 """
 
@@ -10,8 +10,9 @@ import dataclasses
 import difflib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from diffir.diffusion.schedule import DEFAULT_LINEAR_END, DEFAULT_LINEAR_START
 from diffir.errors import ConfigError
 
 TASKS = ("sr", "deblur", "inpaint")
@@ -19,6 +20,8 @@ LAYERNORMS = ("BiasFree", "WithBias")
 #: CPEN feature width and IPR size are hard-wired in the official code (IPR = 4 * 64 = 256).
 CPEN_FEATS = 64
 IPR_DIM = 4 * CPEN_FEATS
+#: DiffIR's number of diffusion steps in every official configuration (the paper's T = 4).
+DIFFIR_TIMESTEPS = 4
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,14 @@ class DiffIRConfig:
     dual_pixel: bool = False
     n_encoder_res: int = 6
     n_denoise_res: int = 1
-    timesteps: int = 4
-    linear_start: float = 0.1
-    linear_end: float = 0.99
+    timesteps: int = DIFFIR_TIMESTEPS
+    linear_start: float = DEFAULT_LINEAR_START
+    linear_end: float = DEFAULT_LINEAR_END
     # Free-form provenance (preset name, source file); never affects the network.
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    #: Fields that only the stage-2 network uses (an S1 teacher may differ in them).
+    STAGE2_FIELDS: ClassVar[tuple[str, ...]] = ("stage", "n_denoise_res", "timesteps", "linear_start", "linear_end")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_blocks", tuple(int(b) for b in self.num_blocks))
@@ -190,7 +196,8 @@ def official_defaults(task: str, stage: int) -> dict[str, Any]:
     if task == "inpaint" and stage == 1:  # the inpainting S1 class has its own defaults; its S2 class does not
         kw.update(n_encoder_res=5, inp_channels=4, num_blocks=[3, 5, 6, 6], ffn_expansion_factor=2)
     if stage == 2:
-        kw.update(n_denoise_res=1, linear_start=0.1, linear_end=0.99, timesteps=4)
+        kw.update(n_denoise_res=1, linear_start=DEFAULT_LINEAR_START, linear_end=DEFAULT_LINEAR_END,
+                  timesteps=DIFFIR_TIMESTEPS)
     return kw
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffir.networks.config import IPR_DIM
+from diffir.archs.diffir.config import IPR_DIM
 
 
 class _MLPBlock(nn.Module):

@@ -1,0 +1,1 @@
+"""DiffIR (ICCV 2023): DIRformer + CPEN + IPR diffusion."""

@@ -1,1 +1,0 @@
-"""diffir.networks"""
