@@ -162,7 +162,7 @@ def test_cli_convert_and_info(tmp_path) -> None:
     assert "Traceback" not in res.stderr
 
 
-# specs §3.3: unique parameter counts of the official configurations.
+# DiffIR specs §3.3: unique parameter counts of the official configurations.
 PARAMS = {
     "diffir_sr_x4": (24_801_478, 24_971_206),
     "diffir_sr_x2": (24_811_846, 24_981_574),
@@ -173,6 +173,10 @@ PARAMS = {
     "diffir_inpaint_celeba": (26_232_746, 26_402_474),
     "diffir_inpaint_places": (26_232_746, 26_402_474),
     "diffir_inpaint_places_big": (49_313_194, 49_482_922),
+    # HI-Diff specs §A.3-A.5: G + LE (S1); G + LE_DM + denoiser (S2)
+    "hidiff_gopro": (25_298_923 + 585_688, 25_298_923 + 558_040 + 2_629_937),
+    "hidiff_realblur_j": (22_281_943 + 1_533_912, 22_281_943 + 1_506_264 + 394_752),
+    "hidiff_realblur_r": (22_281_943 + 1_533_912, 22_281_943 + 1_506_264 + 394_752),
 }
 
 

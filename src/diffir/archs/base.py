@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from diffir.errors import CheckpointError
+
 StateDict = dict[str, torch.Tensor]
 
 
@@ -77,6 +79,26 @@ class Checkpoint:
     parts: dict[str, StateDict]  #: role → state_dict; a single-file checkpoint has the one role ""
     meta: dict[str, Any]  #: diffir safetensors metadata (``config`` parsed), or {}
     source: str  #: for messages
+
+def load_strict(model: nn.Module, sd: StateDict, source: str) -> None:
+    """``load_state_dict(strict=True)`` with one-line errors naming the file and the first bad key."""
+    own = model.state_dict()
+    for k in own:
+        if k not in sd:
+            raise CheckpointError(f"{source}: missing key '{k}' (truncated file, or weights of another architecture)")
+    for k, v in sd.items():
+        if k not in own:
+            raise CheckpointError(
+                f"{source}: unexpected key '{k}' (weights of another architecture, or a S1/S2 mix-up)"
+            )
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(
+                f"{source}: key '{k}' has shape {tuple(v.shape)} but the inferred {model.descriptor.task} "
+                f"x{model.descriptor.scale} config expects {tuple(own[k].shape)} (mixed checkpoints?)"
+            )
+        if not (v.is_floating_point() or v.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)):
+            raise CheckpointError(f"{source}: key '{k}' has non-float dtype {v.dtype}")
+    model.load_state_dict(sd, strict=True)
 
 
 class Architecture:

@@ -1,9 +1,20 @@
-"""The DDPM noise schedule of DiffIR: linear in √β, computed in float64 and rounded to float32."""
+"""DDPM noise schedules, computed in float64 and rounded to float32 exactly like the official buffers.
+
+Two β formulas share the official name "linear" (HI-Diff pitfall A.11.1), so they get distinct names here:
+
+* ``"sqrt_linear"``: β = linspace(√start, √end, T)² — DiffIR, and HI-Diff's LDM path (RealBlur);
+* ``"linear"``: β = linspace(start, end, T) — HI-Diff's own sampler (GoPro, ``apply_ldm: False``).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+#: The β range of every released DiffIR and HI-Diff configuration; the single source of these defaults.
+DEFAULT_LINEAR_START = 0.1
+DEFAULT_LINEAR_END = 0.99
+SCHEDULES = ("sqrt_linear", "linear")
 
 #: Buffer names in the order of the official ``DDPM`` module (and of the official state_dict).
 BUFFER_NAMES = (
@@ -22,15 +33,29 @@ BUFFER_NAMES = (
 )
 
 
-def make_schedule(timesteps: int, linear_start: float = 0.1, linear_end: float = 0.99) -> dict[str, torch.Tensor]:
+def make_betas(timesteps: int, linear_start: float, linear_end: float, kind: str = "sqrt_linear") -> np.ndarray:
+    """The float64 β_t, t = 0..T−1, of one schedule kind."""
+    if kind == "sqrt_linear":
+        sqrt_betas = torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64, device="cpu")
+        return (sqrt_betas**2).numpy()
+    if kind == "linear":
+        return np.linspace(linear_start, linear_end, timesteps, dtype=np.float64)
+    raise ValueError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def make_schedule(
+    timesteps: int,
+    linear_start: float = DEFAULT_LINEAR_START,
+    linear_end: float = DEFAULT_LINEAR_END,
+    kind: str = "sqrt_linear",
+) -> dict[str, torch.Tensor]:
     """All 12 schedule quantities as float32 tensors of shape (T,), bit-identical to the official buffers."""
+    betas = make_betas(timesteps, linear_start, linear_end, kind)
     with np.errstate(divide="ignore", invalid="ignore"):  # degenerate ranges (β=1) are rejected by callers
-        return _schedule(timesteps, linear_start, linear_end)
+        return _schedule(betas)
 
 
-def _schedule(timesteps: int, linear_start: float, linear_end: float) -> dict[str, torch.Tensor]:
-    sqrt_betas = torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64, device="cpu")
-    betas = (sqrt_betas**2).numpy()
+def _schedule(betas: np.ndarray) -> dict[str, torch.Tensor]:
     alphas = 1.0 - betas
     ac = np.cumprod(alphas, axis=0)
     ac_prev = np.append(1.0, ac[:-1])

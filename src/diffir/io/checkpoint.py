@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from diffir.archs import Checkpoint, architecture, architecture_of, architectures
+from diffir.archs.base import load_strict  # noqa: F401 - part of this module's API
 from diffir.errors import CheckpointError
 from diffir.io.atomic import atomic_path
 from diffir.io.runs import resolve_weights
@@ -44,9 +45,10 @@ _WEIGHT_CONTAINERS = ("params_ema", "params", "state_dict", "model", "net_g")
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     """The weights file a path stands for; a folder is resolved like ``diffir train --from-s1/--from-s2``.
 
-    A folder holding ``model.safetensors`` (a finished ``diffir train`` run) gives that file; otherwise a
-    checkpoint folder (``params_ema.safetensors``, then ``params.safetensors``) or a run still in progress (its
-    newest ``checkpoints/iter_*``).  A folder with none of these is a one-line :class:`CheckpointError`.
+    A folder holding ``model.safetensors`` (a finished ``diffir train`` run) gives that file; a folder of official
+    per-network files (``net_g.pth`` ...) gives the folder itself; otherwise a checkpoint folder
+    (``params_ema.safetensors``, then ``params.safetensors``) or a run still in progress (its newest
+    ``checkpoints/iter_*``).  A folder with none of these is a one-line :class:`CheckpointError`.
     Anything else is returned unchanged (existence is checked by the reader).
     """
     p = Path(path).expanduser()
@@ -54,12 +56,15 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
         return p
     if (p / "model.safetensors").is_file():
         return p / "model.safetensors"
+    if per_network_files(p):  # official weights released as one file per network (HI-Diff): read as a group
+        return p
     try:
         return resolve_weights(p)
     except CheckpointError:
         raise CheckpointError(
             f"{p}: folder without model weights (looked for model.safetensors, params_ema.safetensors, "
-            "params.safetensors and checkpoints/iter_*/); pass a weights file or a `diffir train` run folder"
+            "params.safetensors, checkpoints/iter_*/ and official net_*.pth files); pass a weights file or a "
+            "`diffir train` run folder"
         ) from None
 
 
@@ -166,8 +171,8 @@ def _weights_hint(source: str) -> str:
 _PER_NETWORK = re.compile(r"^(net_[a-z_]+?)(?:_(\d+|latest))?$")
 
 
-def _per_network_files(folder: Path) -> dict[str, Path]:
-    """role → file for a folder of official per-network files (newest iteration wins), or {}."""
+def per_network_files(folder: Path) -> dict[str, Path]:
+    """role → file for a folder of official per-network files with a ``net_g`` (newest iteration wins), or {}."""
     found: dict[str, tuple[int, Path]] = {}
     for f in sorted(folder.iterdir()):
         m = _PER_NETWORK.match(f.stem)
@@ -176,6 +181,8 @@ def _per_network_files(folder: Path) -> dict[str, Path]:
         rank = 10**12 if m.group(2) in (None, "latest") else int(m.group(2))
         if m.group(1) not in found or rank > found[m.group(1)][0]:
             found[m.group(1)] = (rank, f)
+    if "net_g" not in found or any((folder / n).is_file() for n in ("params.safetensors", "params_ema.safetensors")):
+        return {}  # a diffir training checkpoint also holds net_d.safetensors (its discriminator)
     return {role: f for role, (_, f) in found.items()}
 
 
@@ -189,10 +196,10 @@ def read_sources(src: Any, key: str | None = None) -> Checkpoint:
             return read_sources(files[0], key)
         parts = {}
         for f in files:
-            parts[f.stem] = read_checkpoint(f, key=key)[0]
+            parts[str(f)] = read_checkpoint(f, key=key)[0]
         return Checkpoint(parts, {}, " + ".join(str(f) for f in files))
     path = Path(src).expanduser()
-    if path.is_dir() and not (path / "model.safetensors").is_file() and (per_net := _per_network_files(path)):
+    if path.is_dir() and not (path / "model.safetensors").is_file() and (per_net := per_network_files(path)):
         parts = {role: read_checkpoint(f, key=key)[0] for role, f in per_net.items()}
         return Checkpoint(parts, {}, str(path))
     path = resolve_checkpoint_path(path)
@@ -239,27 +246,6 @@ def load_model(
     model.config.meta["source"] = ckpt.source
     model.eval()
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
-
-
-def load_strict(model: nn.Module, sd: StateDict, source: str) -> None:
-    """``load_state_dict(strict=True)`` with one-line errors naming the file and the first bad key."""
-    own = model.state_dict()
-    for k in own:
-        if k not in sd:
-            raise CheckpointError(f"{source}: missing key '{k}' (truncated file, or weights of another architecture)")
-    for k, v in sd.items():
-        if k not in own:
-            raise CheckpointError(
-                f"{source}: unexpected key '{k}' (weights of another architecture, or a S1/S2 mix-up)"
-            )
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(
-                f"{source}: key '{k}' has shape {tuple(v.shape)} but the inferred {model.descriptor.task} "
-                f"x{model.descriptor.scale} config expects {tuple(own[k].shape)} (mixed checkpoints?)"
-            )
-        if not (v.is_floating_point() or v.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)):
-            raise CheckpointError(f"{source}: key '{k}' has non-float dtype {v.dtype}")
-    model.load_state_dict(sd, strict=True)
 
 
 # ------------------------------------------------------------------------------------------------- saving

@@ -53,7 +53,15 @@ def _bundled(name: str) -> Path | None:
 _NAME_LOOKUPS: list[Callable[[str], Path | None]] = [_from_models_dir, _bundled]
 
 
-def resolve_model_path(spec: str | os.PathLike) -> Path:
+def resolve_model_path(spec: str | os.PathLike) -> Path | list[Path]:
+    """The file, folder or files (``A.pth,B.pth``: one model released as one file per network) ``spec`` names."""
+    text = str(spec)
+    if "," in text and not Path(text).expanduser().exists():
+        files = [Path(part.strip()).expanduser() for part in text.split(",") if part.strip()]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise DiffIRError(f"model file not found: {missing[0]} (in the comma-separated list {text})")
+        return files
     path = Path(spec).expanduser()
     if path.is_file():
         return path
@@ -61,7 +69,6 @@ def resolve_model_path(spec: str | os.PathLike) -> Path:
         from diffir.io.checkpoint import resolve_checkpoint_path
 
         return resolve_checkpoint_path(path)
-    text = str(spec)
     if os.sep in text or "/" in text or path.suffix.lower() in CHECKPOINT_EXTENSIONS:
         raise DiffIRError(f"model file not found: {text}")
     for lookup in _NAME_LOOKUPS:

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from diffir.archs.base import Architecture, Checkpoint
+from diffir.archs.base import Architecture, Checkpoint, load_strict
 from diffir.archs.diffir.config import DiffIRConfig
 from diffir.errors import CheckpointError
 
@@ -43,7 +43,6 @@ class DiffIRArchitecture(Architecture):
     def load(self, ckpt: Checkpoint, config: DiffIRConfig | None, hints: Mapping[str, Any]) -> nn.Module:
         from diffir.archs.diffir.detect import infer_config
         from diffir.archs.diffir.official import drop_official_extras
-        from diffir.io.checkpoint import load_strict
 
         if len(ckpt.parts) != 1:
             raise CheckpointError(f"{ckpt.source}: a DiffIR checkpoint is one file, got {len(ckpt.parts)}")

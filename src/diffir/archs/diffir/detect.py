@@ -8,7 +8,6 @@ default and recorded in ``config.meta["assumed"]``.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -16,38 +15,13 @@ from typing import Any
 import torch
 
 from diffir.archs.diffir.config import DiffIRConfig
+from diffir.archs.tensors import count_indexed, expansion_factor
 from diffir.diffusion.schedule import make_schedule
 from diffir.errors import CheckpointError
 
 LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
 #: What a checkpoint without schedule buffers is assumed to use: the config defaults (the official values).
 DEFAULT_DIFFUSION = {k: getattr(DiffIRConfig, k) for k in ("timesteps", "linear_start", "linear_end")}
-
-
-def _count(sd: Mapping[str, Any], prefix: str, suffix: str) -> int:
-    """Number of consecutive indices i with key ``prefix{i}suffix`` (0, 1, 2, ...)."""
-    pattern = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
-    found = {int(m.group(1)) for k in sd if (m := pattern.match(k))}
-    n = 0
-    while n in found:
-        n += 1
-    return n
-
-
-def _ffn_factor(widths_hidden: list[tuple[int, int]]) -> float:
-    """Shortest decimal f with int(width·f) == hidden at every level (the official truncation rule)."""
-
-    def ok(f: float) -> bool:
-        return all(int(w * f) == h for w, h in widths_hidden)
-
-    for digits in range(1, 9):
-        scale = 10**digits
-        for w, h in widths_hidden:
-            for base in (h / w, (h + 0.5) / w):
-                for cand in (round(base, digits), math.ceil(base * scale) / scale):
-                    if ok(cand):
-                        return cand
-    raise CheckpointError(f"cannot find an FFN expansion factor for (width, hidden) pairs {widths_hidden}")
 
 
 def _diffusion_params(sd: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -117,7 +91,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], hints: Mapping[str, Any] | None
     else:
         raise CheckpointError("found no output head ('G.tail.*' for SR or 'G.output.weight' for deblur/inpainting)")
 
-    num_blocks = tuple(_count(sd, f"G.{lvl}.", ".norm1.body.weight") for lvl in LEVELS)
+    num_blocks = tuple(count_indexed(sd, f"G.{lvl}.", ".norm1.body.weight") for lvl in LEVELS)
     heads, pairs = [], []
     for i, lvl in enumerate(LEVELS):
         width = dim * 2**i
@@ -126,7 +100,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], hints: Mapping[str, Any] | None
         proj_out = sd.get(f"G.{lvl}.0.ffn.project_out.weight")
         if proj_out is not None:
             pairs.append((width, int(proj_out.shape[1])))
-    refine = _count(sd, "G.refinement.", ".norm1.body.weight")
+    refine = count_indexed(sd, "G.refinement.", ".norm1.body.weight")
     dec1 = sd.get("G.decoder_level1.0.ffn.project_out.weight")
     if dec1 is not None:
         pairs.append((2 * dim, int(dec1.shape[1])))
@@ -142,7 +116,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], hints: Mapping[str, Any] | None
     data: dict[str, Any] = dict(
         task=task, stage=stage, scale=scale, in_channels=in_channels, out_channels=out_channels, dim=dim,
         num_blocks=num_blocks, num_refinement_blocks=refine, heads=tuple(heads),
-        ffn_expansion_factor=_ffn_factor(pairs), bias=bias, layernorm=layernorm,
+        ffn_expansion_factor=expansion_factor(pairs), bias=bias, layernorm=layernorm,
         dual_pixel="G.skip_conv.weight" in sd, n_encoder_res=n_encoder_res,
     )
     assumed: list[str] = []

@@ -17,9 +17,9 @@ from torch import nn
 from diffir.archs.base import ModelDescriptor, PooledEncoder
 from diffir.archs.diffir.config import IPR_DIM, DiffIRConfig
 from diffir.archs.diffir.cpen import CPEN, prior_lq_part, prior_s1_input
-from diffir.archs.diffir.denoiser import IPRDenoiser
 from diffir.archs.diffir.dirformer import DIRformer
 from diffir.diffusion.sampler import IPRDiffusion
+from diffir.nn.mlp_denoiser import MLPDenoiser
 
 
 class DiffIRModel(nn.Module):
@@ -97,7 +97,7 @@ class DiffIRS2(DiffIRModel):
             config = config.replace(stage=2)
         super().__init__(config)
         self.condition = CPEN(config.cpen_s2_channels, config.n_encoder_res)
-        self.denoise = IPRDenoiser(config.n_denoise_res, config.timesteps)
+        self.denoise = MLPDenoiser(IPR_DIM, config.n_denoise_res, config.timesteps)
         self.diffusion = IPRDiffusion(config.timesteps, config.linear_start, config.linear_end)
         self.diffusion_enabled = diffusion_enabled
 

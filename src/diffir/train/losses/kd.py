@@ -23,7 +23,8 @@ class KDLoss(nn.Module):
 
     def kl(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         t = self.temperature
-        return F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean")
+        # over the last axis: the IPR (B, 256), or each prior token (B, N, C')
+        return F.kl_div(F.log_softmax(student / t, dim=-1), F.softmax(teacher / t, dim=-1), reduction="batchmean")
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         student, teacher = student.float(), teacher.detach().float()
