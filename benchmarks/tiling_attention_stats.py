@@ -1,13 +1,15 @@
-"""Tiled vs whole-image restoration with the trained bundled model: whole-image vs tile-local attention statistics.
+"""Tiled vs whole-image restoration of a trained model: whole-image vs tile-local attention statistics.
 
-For each image and tile layout, the whole-image output of ``diffir_sr_x4_small`` is compared with the tiled
-outputs under ``tile_stats="global"`` (default: a first pass gathers whole-image attention statistics) and
-``tile_stats="local"`` (each tile attends with its own).  Reported: max and mean |tiled − whole| of the 8-bit
+For each image and tile layout, the whole-image output of the model (default: the bundled ``diffir_sr_x4_small``;
+``--model`` takes any stage-2 model, e.g. a HI-Diff run folder, which is then run on the real blurred photos)
+is compared with the tiled outputs under ``tile_stats="global"`` (default: a first pass gathers whole-image
+attention statistics) and ``tile_stats="local"`` (each tile attends with its own).  Reported: max and mean |tiled − whole| of the 8-bit
 outputs in grey levels, the fraction of values more than 2 levels off, and each tiled run's time as a ratio of
 the whole-image time measured in the same run.  docs/restore.md, "Tiling", quotes this script's output.
 
     python benchmarks/tiling_attention_stats.py            # includes a 960×540 image: ~6 min on 2 CPU cores
     python benchmarks/tiling_attention_stats.py --quick    # 128² images only, ~1 min
+    python benchmarks/tiling_attention_stats.py --model runs/tiny_hidiff_s2   # deblurring: real blurred photos
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ CASES = [  # (image, resize to (W, H) or None, [(tile, overlap), ...])
     ("realsr/RealSR/LR/Canon_003_LR4.png", None, [(48, 16), (64, 16), (96, 32)]),
 ]
 LARGE = [("sr/Set14/HR/barbara.png", (960, 540), [(256, 32), (128, 32)])]
+#: scale-1 models (deblurring): 256×256 crops of real blurred photos, and one whole 1280×720 photo
+DEBLUR = [
+    ("deblur/real_pairs/blur/DeepDeblur_Flower1.png", (0, 0, 256, 256), [(64, 16), (128, 32)]),
+    ("deblur/real_pairs/blur/DeblurGAN_yolo.png", (200, 200, 456, 456), [(64, 16), (128, 32)]),
+]
+DEBLUR_LARGE = [("deblur/real_pairs/blur/DeepDeblur_Istanbul1.png", None, [(512, 32), (256, 32)])]
 
 
 def _timed(fn):
@@ -42,15 +50,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 960x540 image")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="diffir_sr_x4_small", help="any stage-2 model (name, file, run folder)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    whole_restorer = diffir.Restorer("diffir_sr_x4_small", tile=0)
+    whole_restorer = diffir.Restorer(args.model, tile=0)
     model = whole_restorer.model
+    if whole_restorer.scale == 1:
+        cases = DEBLUR + ([] if args.quick else DEBLUR_LARGE)
+    else:
+        cases = CASES + ([] if args.quick else LARGE)
     print("| image (LR) | tile/overlap | stats | max | mean | > 2 levels | time / whole |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for rel, size, layouts in CASES + ([] if args.quick else LARGE):
+    for rel, size, layouts in cases:
         image = Image.open(SHARED / rel).convert("RGB")
-        if size:
+        if size and len(size) == 4:
+            image = image.crop(size)
+        elif size:
             image = image.resize(size, Image.BICUBIC)
         lq = np.asarray(image)
         whole, t_whole = _timed(lambda lq=lq: whole_restorer.restore(lq).astype(int))
