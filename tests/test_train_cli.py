@@ -80,6 +80,31 @@ def test_deblur_s1_s2_chain(tmp_path, data_env):
     assert "loss_kd" in _log(s2)[-1]
 
 
+def test_hidiff_s1_s2_chain_then_restore_real_blur_pairs(tmp_path, data_env):
+    from PIL import Image
+
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    assert _train("hidiff_s1.yaml", s1, iters=20) == 0
+    first, last = _log(s1)[0]["loss_pix"], _log(s1)[-1]["loss_pix"]
+    assert last < 0.8 * first, (first, last)  # L1 on real motion-blurred photos goes down
+    assert _train("hidiff_s2.yaml", s2, "--from-s1", str(s1), iters=4) == 0
+    model = diffir.load_model(s2)
+    assert (model.descriptor.architecture, model.descriptor.stage) == ("hidiff", 2)
+    assert diffir.load_model(s2 / "teacher.safetensors").descriptor.stage == 1  # LE, frozen
+    assert "loss_kd" in _log(s2)[-1]  # L1(teacher prior, sampled prior) next to the pixel loss
+    crops = tmp_path / "blurry"
+    crops.mkdir()
+    pairs = sorted((require_shared("data", "deblur", "real_pairs", "blur")).glob("*.png"))
+    for path in pairs:  # 100×76 crops (not multiples of 8): padding and cropping back are exercised
+        Image.open(path).convert("RGB").crop((200, 200, 300, 276)).save(crops / path.name)
+    assert main(["restore", "-m", str(s2), "-i", str(crops), "-o", str(tmp_path / "sharp"), "-q"]) == 0
+    outs = sorted((tmp_path / "sharp").glob("*_out.png"))
+    assert len(outs) == len(pairs) == 4
+    for out, path in zip(outs, pairs, strict=True):
+        restored, blurry = Image.open(out), Image.open(crops / path.name)
+        assert restored.size == blurry.size and restored.tobytes() != blurry.tobytes()
+
+
 def test_cli_errors_are_one_line(tmp_path, data_env, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((CONFIGS / "sr_x4_s1.yaml").read_text().replace("batch_size:", "batchsize:"))
