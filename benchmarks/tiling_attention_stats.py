@@ -5,7 +5,8 @@ For each image and tile layout, the whole-image output of the model (default: th
 is compared with the tiled outputs under ``tile_stats="global"`` (default: a first pass gathers whole-image
 attention statistics) and ``tile_stats="local"`` (each tile attends with its own).  Reported: max and mean
 |tiled − whole| of the 8-bit outputs in grey levels, the fraction of values more than 2 levels off, and each
-tiled run's time as a ratio of the whole-image time measured in the same run.  docs/restore.md, "Tiling", quotes this script's output.
+tiled run's time as a ratio of the whole-image time measured in the same run.  docs/restore.md, "Tiling",
+quotes this script's output.
 
     python benchmarks/tiling_attention_stats.py            # includes a 960×540 image: ~6 min on 2 CPU cores
     python benchmarks/tiling_attention_stats.py --quick    # 128² images only, ~1 min

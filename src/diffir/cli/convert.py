@@ -1,4 +1,5 @@
-"""``diffir convert IN OUT``: official .pth/.ckpt/raw dict/safetensors → diffir safetensors, or back (.pth)."""
+"""``diffir convert IN OUT``: official .pth/.ckpt/raw dict/safetensors (or one file per network, as HI-Diff is
+released) → diffir safetensors, or back to the official layout."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="checkpoint to read (.pth, .ckpt, .safetensors)")
-    p.add_argument("output", help="file to write: .safetensors (diffir format) or .pth (official BasicSR layout)")
+    p.add_argument("input", help="checkpoint to read (.pth, .ckpt, .safetensors), a folder of official per-network "
+                                 "files, or such files separated by commas (net_g.pth,net_le_dm.pth,net_d.pth)")
+    p.add_argument("output", help="file to write: .safetensors (diffir format) or .pth (official BasicSR layout); "
+                                  "a folder name without suffix for architectures released as one file per network")
     p.add_argument("--key", default=None,
                    help="container entry to read, e.g. params, params_ema, generatorS1 (default: automatic)")
 
 
 def run(args: argparse.Namespace) -> int:
     from diffir.io.checkpoint import convert, load_model
+    from diffir.pipelines.model_source import resolve_model_path
 
-    out = convert(args.input, args.output, key=args.key)
+    out = convert(resolve_model_path(args.input), args.output, key=args.key)
     model = load_model(out)
-    c = model.config
+    c = model.descriptor
     print(f"wrote {out}: {type(model).__name__} task={c.task} scale={c.scale} "
           f"({sum(p.numel() for p in model.parameters()):,} parameters)")
     return 0

@@ -17,7 +17,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("what to evaluate")
-    src.add_argument("--model", "-m", help="DiffIR S2 checkpoint (.safetensors/.pth) or model name; "
+    src.add_argument("--model", "-m", help="stage-2 checkpoint (.safetensors/.pth, a run folder, a folder of official "
+                     "per-network files or those files separated by commas) or model name; "
                      "omit to evaluate the baselines only")  # fmt: skip
     src.add_argument("--data", "-d", type=Path, help="benchmark folder (HR/+LR_bicubic/, HR/+LR/, sharp/+blur/, "
                      "images/+masks/, or a GT-only folder with --degrade)")  # fmt: skip

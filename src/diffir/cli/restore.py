@@ -38,7 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder, created if needed (default: results); files are named "
                         "<name>_<suffix>.<ext>, see --suffix/--ext")
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
-                   help="stage-2 checkpoint path, a `diffir train` run folder (its model.safetensors), or a name: "
+                   help="stage-2 checkpoint path, a `diffir train` run folder (its model.safetensors), a folder of "
+                        "official per-network files (HI-Diff: net_g.pth, net_le_dm.pth, net_d.pth) or those files "
+                        "separated by commas, or a name: "
                         "NAME.safetensors/.pth in $DIFFIR_MODELS (default ~/.cache/diffir/models) or a bundled "
                         f"model; default: {DEFAULT_MODEL} (bundled)")
     p.add_argument("--mask", metavar="FILE|DIR",

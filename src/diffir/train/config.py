@@ -42,7 +42,8 @@ class Section(BaseModel):
 # ------------------------------------------------------------------------------------------------- model
 class ModelSection(Section):
     preset: str = Field(description="a name from `diffir list`, e.g. diffir_sr_x4_s1")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="DiffIRConfig fields, e.g. dim: 8")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="fields of the preset's config (DiffIRConfig, HIDiffConfig), e.g. dim: 8")
     from_s1: str | None = Field(None, description="S1 checkpoint: teacher CPEN_S1 (S2) and DIRformer init")
     from_s2: str | None = Field(None, description="S2 checkpoint to start the GAN stage from")
 
