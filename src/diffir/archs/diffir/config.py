@@ -6,12 +6,10 @@ The same dataclass is built by presets (:mod:`diffir.archs.diffir.presets`), inf
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from diffir.archs.common import ConfigMixin
 from diffir.diffusion.schedule import DEFAULT_LINEAR_END, DEFAULT_LINEAR_START
 from diffir.errors import ConfigError
 
@@ -25,7 +23,7 @@ DIFFIR_TIMESTEPS = 4
 
 
 @dataclass(frozen=True)
-class DiffIRConfig:
+class DiffIRConfig(ConfigMixin):
     """Hyper-parameters of a DiffIR network.
 
     ``in_channels`` counts *image* channels (3 for RGB, 4 for inpainting: RGB·(1−mask) ⊕ mask).  For SR the
@@ -122,29 +120,6 @@ class DiffIRConfig:
         return int(width * self.ffn_expansion_factor)
 
     # ------------------------------------------------------------------------------------------ conversion
-    def replace(self, **changes: Any) -> DiffIRConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("meta")
-        d["num_blocks"] = list(self.num_blocks)
-        d["heads"] = list(self.heads)
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], **extra: Any) -> DiffIRConfig:
-        data = {**data, **extra}
-        check_keys(data, cls.field_names(), "model config")
-        return cls(**data)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name != "meta"]
-
     def official_kwargs(self) -> dict[str, Any]:
         """Constructor kwargs of the official ``DiffIRS1`` / ``DiffIRS2`` classes for this config."""
         kw: dict[str, Any] = {
@@ -199,12 +174,3 @@ def official_defaults(task: str, stage: int) -> dict[str, Any]:
         kw.update(n_denoise_res=1, linear_start=DEFAULT_LINEAR_START, linear_end=DEFAULT_LINEAR_END,
                   timesteps=DIFFIR_TIMESTEPS)
     return kw
-
-
-def check_keys(data: dict[str, Any], allowed: list[str], what: str) -> None:
-    """Reject unknown keys with a did-you-mean suggestion."""
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
-            raise ConfigError(f"unknown {what} key {key!r}{hint}")

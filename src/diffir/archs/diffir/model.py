@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffir.archs.base import ModelDescriptor, PooledEncoder
+from diffir.archs.base import PooledEncoder
+from diffir.archs.common import PriorModel
 from diffir.archs.diffir.config import IPR_DIM, DiffIRConfig
 from diffir.archs.diffir.cpen import CPEN, prior_lq_part, prior_s1_input
 from diffir.archs.diffir.dirformer import DIRformer
@@ -22,45 +23,21 @@ from diffir.diffusion.sampler import IPRDiffusion
 from diffir.nn.mlp_denoiser import MLPDenoiser
 
 
-class DiffIRModel(nn.Module):
+class DiffIRModel(PriorModel):
     """Common base: holds the config and the DIRformer ``G``."""
 
+    architecture = "diffir"
     config: DiffIRConfig
     #: Labels of the top-level parts (``diffir info``).
     part_names = {"G": "DIRformer", "E": "CPEN_S1", "condition": "CPEN_S2", "denoise": "denoiser"}
 
     def __init__(self, config: DiffIRConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.G = DIRformer(config)
 
     @property
-    def descriptor(self) -> ModelDescriptor:
-        c = self.config
-        return ModelDescriptor(
-            architecture="diffir", task=c.task, stage=c.stage, scale=c.scale, in_channels=c.in_channels,
-            out_channels=c.out_channels, size_multiple=c.size_multiple, prior_shape=(IPR_DIM,),
-        )
-
-    def restore(self, lq: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        """The DIRformer with a given IPR (tiling shares one IPR across tiles)."""
-        return self.G(lq, prior.to(lq.dtype))
-
-    def attention_pass(self, lq: torch.Tensor, prior: torch.Tensor) -> None:
-        """Everything that feeds the attention layers (the DIRformer body, not the task head)."""
-        self.G.features(lq, prior.to(lq.dtype))
-
-    @property
-    def task(self) -> str:
-        return self.config.task
-
-    @property
-    def scale(self) -> int:
-        return self.config.scale
-
-    @property
-    def size_multiple(self) -> int:
-        return self.config.size_multiple
+    def prior_shape(self) -> tuple[int, ...]:
+        return (IPR_DIM,)
 
     def extra_repr(self) -> str:
         return f"task={self.config.task}, stage={self.config.stage}, scale={self.config.scale}"

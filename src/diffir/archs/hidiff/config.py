@@ -7,12 +7,10 @@ and the diffusion.  Defaults are the released GoPro configuration (spec §A.4–
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from diffir.archs.diffir.config import check_keys
+from diffir.archs.common import ConfigMixin
 from diffir.diffusion.schedule import DEFAULT_LINEAR_END, DEFAULT_LINEAR_START
 from diffir.errors import ConfigError
 
@@ -26,7 +24,7 @@ SIMPLE_DENOISE_TIMESTEPS = 5
 
 
 @dataclass(frozen=True)
-class HIDiffConfig:
+class HIDiffConfig(ConfigMixin):
     """Hyper-parameters of a HI-Diff model (field groups: G, latent encoder, denoiser, diffusion)."""
 
     task: str = "deblur"
@@ -65,6 +63,7 @@ class HIDiffConfig:
     # Free-form provenance (preset name, source files, assumed fields); never affects the network.
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
+    KIND = "HI-Diff config"
     #: Fields that only the stage-2 networks use (an S1 teacher may differ in them).
     STAGE2_FIELDS: ClassVar[tuple[str, ...]] = (
         "stage", "denoiser", "denoiser_inner_channels", "denoiser_block_num", "denoiser_patch_expansion",
@@ -160,27 +159,3 @@ class HIDiffConfig:
 
     def ffn_hidden(self, width: int) -> int:
         return int(width * self.ffn_expansion_factor)
-
-    # ------------------------------------------------------------------------------------------ conversion
-    def replace(self, **changes: Any) -> HIDiffConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("meta")
-        d["num_blocks"] = list(self.num_blocks)
-        d["heads"] = list(self.heads)
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], **extra: Any) -> HIDiffConfig:
-        data = {**data, **extra}
-        check_keys(data, cls.field_names(), "HI-Diff config")
-        return cls(**data)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name != "meta"]

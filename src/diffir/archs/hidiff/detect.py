@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from diffir.archs.diffir.config import check_keys
+from diffir.archs.common import check_keys
 from diffir.archs.hidiff.config import HIDiffConfig
 from diffir.archs.hidiff.presets import PRESETS
 from diffir.archs.tensors import count_indexed, expansion_factor

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffir.archs.base import ModelDescriptor, PooledEncoder
+from diffir.archs.base import PooledEncoder
+from diffir.archs.common import PriorModel
 from diffir.archs.hidiff.config import HIDiffConfig
 from diffir.archs.hidiff.denoisers import build_denoiser, by_index
 from diffir.archs.hidiff.encoder import LatentEncoder
@@ -36,45 +37,21 @@ def build_diffusion(config: HIDiffConfig) -> PriorDiffusion:
     )
 
 
-class HIDiffModel(nn.Module):
+class HIDiffModel(PriorModel):
     """Common base: holds the config and the restoration Transformer ``G``."""
 
+    architecture = "hidiff"
     config: HIDiffConfig
     #: Labels of the top-level parts (``diffir info``).
     part_names = {"G": "Transformer", "le": "LE (stage 1)", "le_dm": "LE_DM", "denoise": "denoiser"}
 
     def __init__(self, config: HIDiffConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.G = HIDiffTransformer(config)
 
     @property
-    def descriptor(self) -> ModelDescriptor:
-        c = self.config
-        return ModelDescriptor(
-            architecture="hidiff", task=c.task, stage=c.stage, scale=c.scale, in_channels=c.in_channels,
-            out_channels=c.out_channels, size_multiple=c.size_multiple, prior_shape=(c.num_tokens, c.token_width),
-        )
-
-    def restore(self, lq: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        """G(lq, prior) (tiling shares one prior across tiles)."""
-        return self.G(lq, prior.to(lq.dtype))
-
-    def attention_pass(self, lq: torch.Tensor, prior: torch.Tensor) -> None:
-        """Everything that feeds the MDTA layers (G without its output conv)."""
-        self.G.features(lq, prior.to(lq.dtype))
-
-    @property
-    def task(self) -> str:
-        return self.config.task
-
-    @property
-    def scale(self) -> int:
-        return self.config.scale
-
-    @property
-    def size_multiple(self) -> int:
-        return self.config.size_multiple
+    def prior_shape(self) -> tuple[int, ...]:
+        return (self.config.num_tokens, self.config.token_width)
 
     def extra_repr(self) -> str:
         c = self.config
