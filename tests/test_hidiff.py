@@ -161,9 +161,10 @@ def test_cli_restore_info_convert(official_folder, tmp_path, capsys) -> None:
     a, b = (Image.open(tmp_path / o / "blurry_out.png") for o in "ab")
     assert a.size == (56, 40) and a.tobytes() == b.tobytes()
     capsys.readouterr()
-    assert main(["info", str(folder), "--no-macs"]) == 0
-    info = capsys.readouterr().out
-    assert "HIDiffS2" in info and "LE_DM" in info and "official defaults assumed: timesteps" in info
+    for spec in (str(folder), comma):
+        assert main(["info", spec, "--no-macs"]) == 0
+        info = capsys.readouterr().out
+        assert "HIDiffS2" in info and "LE_DM" in info and "official defaults assumed: timesteps" in info
     assert main(["convert", str(folder), str(tmp_path / "one.safetensors")]) == 0
     assert diffir.load_model(tmp_path / "one.safetensors").config == model.config
     assert main(["convert", str(tmp_path / "one.safetensors"), str(tmp_path / "back")]) == 0

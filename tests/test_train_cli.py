@@ -87,7 +87,11 @@ def test_hidiff_s1_s2_chain_then_restore_real_blur_pairs(tmp_path, data_env):
     assert _train("hidiff_s1.yaml", s1, iters=20) == 0
     first, last = _log(s1)[0]["loss_pix"], _log(s1)[-1]["loss_pix"]
     assert last < 0.8 * first, (first, last)  # L1 on real motion-blurred photos goes down
-    assert _train("hidiff_s2.yaml", s2, "--from-s1", str(s1), iters=4) == 0
+    # stage 2 starts from the stage-1 weights in the official per-network layout (as the authors release them)
+    official_s1 = tmp_path / "HI_Diff_S1"
+    assert main(["convert", str(s1), str(official_s1)]) == 0
+    assert sorted(p.name for p in official_s1.iterdir()) == ["net_g.pth", "net_le.pth"]
+    assert _train("hidiff_s2.yaml", s2, "--from-s1", str(official_s1), iters=4) == 0
     model = diffir.load_model(s2)
     assert (model.descriptor.architecture, model.descriptor.stage) == ("hidiff", 2)
     assert diffir.load_model(s2 / "teacher.safetensors").descriptor.stage == 1  # LE, frozen

@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     bundled = bundled_path(args.model)
     if bundled is not None:
         model = load_model(bundled)
+    elif "," in args.model:  # one model released as one file per network: net_g.pth,net_le_dm.pth,net_d.pth
+        model = load_model(resolve_model_path(args.model))
     elif looks_like_path:
         model = load_model(args.model)  # a file, or a run folder (its model.safetensors)
     elif args.model in preset_names():

@@ -56,6 +56,8 @@ def model_label(model: Any) -> str:
     if not isinstance(model, (str, os.PathLike)):
         return "diffir"
     path = Path(model)
+    if "," in str(model):  # per-network files (net_g.pth,net_le_dm.pth,...): the folder holding them
+        path = Path(str(model).split(",")[0]).resolve().parent
     if path.stem not in _RUN_FILES or path.suffix not in (".safetensors", ".pth", ".pt", ".ckpt"):
         return path.stem
     parent = path.resolve().parent

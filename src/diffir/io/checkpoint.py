@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from diffir.archs import Checkpoint, architecture, architecture_of, architecture
 from diffir.archs.base import load_strict  # noqa: F401 - part of this module's API
 from diffir.errors import CheckpointError
 from diffir.io.atomic import atomic_path
-from diffir.io.runs import resolve_weights
+from diffir.io.runs import per_network_files, resolve_weights
 from diffir.io.torchfile import read_torch_file
 
 FORMAT = "diffir"
@@ -166,26 +165,6 @@ def _weights_hint(source: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ loading
-#: Official per-network file stems (HI-Diff: net_g.pth, net_le.pth, net_le_dm.pth, net_d.pth; BasicSR training
-#: writes net_g_<iter>.pth), recognised in a folder handed to ``load_model``.
-_PER_NETWORK = re.compile(r"^(net_[a-z_]+?)(?:_(\d+|latest))?$")
-
-
-def per_network_files(folder: Path) -> dict[str, Path]:
-    """role → file for a folder of official per-network files with a ``net_g`` (newest iteration wins), or {}."""
-    found: dict[str, tuple[int, Path]] = {}
-    for f in sorted(folder.iterdir()):
-        m = _PER_NETWORK.match(f.stem)
-        if not (m and f.is_file() and f.suffix in (".pth", ".pt", ".safetensors")):
-            continue
-        rank = 10**12 if m.group(2) in (None, "latest") else int(m.group(2))
-        if m.group(1) not in found or rank > found[m.group(1)][0]:
-            found[m.group(1)] = (rank, f)
-    if "net_g" not in found or any((folder / n).is_file() for n in ("params.safetensors", "params_ema.safetensors")):
-        return {}  # a diffir training checkpoint also holds net_d.safetensors (its discriminator)
-    return {role: f for role, (_, f) in found.items()}
-
-
 def read_sources(src: Any, key: str | None = None) -> Checkpoint:
     """Everything ``load_model`` accepts, read into a :class:`~diffir.archs.Checkpoint`."""
     if isinstance(src, Mapping):

@@ -1,4 +1,5 @@
-"""The folder layout of a ``diffir train`` run, read side: where its checkpoints and weights are.
+"""Folders that stand for one model, read side: a ``diffir train`` run (where its checkpoints and weights are),
+and official weights released as one file per network (HI-Diff).
 
 ``OUT/model.safetensors`` (the finished run), ``OUT/checkpoints/iter_00001000/`` (``params_ema``/``params``/
 ``teacher``/``net_d`` ``.safetensors`` + ``state.pt``).  Written by :mod:`diffir.train.checkpointing`; read here so
@@ -13,6 +14,26 @@ from pathlib import Path
 from diffir.errors import CheckpointError
 
 _NAME = re.compile(r"^iter_(\d+)$")
+
+
+#: Official per-network file stems (HI-Diff: net_g.pth, net_le.pth, net_le_dm.pth, net_d.pth; BasicSR training
+#: writes net_g_<iter>.pth), recognised in a folder handed to ``load_model``.
+_PER_NETWORK = re.compile(r"^(net_[a-z_]+?)(?:_(\d+|latest))?$")
+
+
+def per_network_files(folder: Path) -> dict[str, Path]:
+    """role → file for a folder of official per-network files with a ``net_g`` (newest iteration wins), or {}."""
+    found: dict[str, tuple[int, Path]] = {}
+    for f in sorted(folder.iterdir()):
+        m = _PER_NETWORK.match(f.stem)
+        if not (m and f.is_file() and f.suffix in (".pth", ".pt", ".safetensors")):
+            continue
+        rank = 10**12 if m.group(2) in (None, "latest") else int(m.group(2))
+        if m.group(1) not in found or rank > found[m.group(1)][0]:
+            found[m.group(1)] = (rank, f)
+    if "net_g" not in found or any((folder / n).is_file() for n in ("params.safetensors", "params_ema.safetensors")):
+        return {}  # a diffir training checkpoint also holds net_d.safetensors (its discriminator)
+    return {role: f for role, (_, f) in found.items()}
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -33,9 +54,12 @@ def latest(out: Path) -> Path | None:
 
 
 def resolve_weights(path: str | Path, prefer_ema: bool = True) -> Path:
-    """A model file from a file, a checkpoint dir or a run dir (EMA weights preferred, like BasicSR)."""
+    """A model file from a file, a checkpoint dir or a run dir (EMA weights preferred, like BasicSR); a folder of
+    official per-network files stands for itself."""
     p = Path(path)
     if p.is_file():
+        return p
+    if p.is_dir() and per_network_files(p):  # official per-network release: load_model reads the folder
         return p
     names = ["params_ema.safetensors", "params.safetensors"] if prefer_ema else ["params.safetensors"]
     if p.is_dir():

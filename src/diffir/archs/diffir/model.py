@@ -96,12 +96,12 @@ class DiffIRS2(DiffIRModel):
             return cond
         return self.diffusion.sample(self.denoise, cond, generator)
 
-    def train_chain(self, ipr_s1: torch.Tensor, cond: torch.Tensor,
+    def train_chain(self, ipr_s1: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor | None = None,
                     generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Training: the IPRs after each reverse step from the diffused IPR_S1 (V1: just the condition)."""
         if not self.diffusion_enabled:
             return [cond]
-        return self.diffusion.train_chain(self.denoise, ipr_s1, cond, generator=generator)
+        return self.diffusion.train_chain(self.denoise, ipr_s1, cond, noise, generator)
 
     # ------------------------------------------------------------------------------------------- training
     def prior_parameters(self) -> list[nn.Parameter]:
@@ -132,7 +132,7 @@ class DiffIRS2(DiffIRModel):
                 generator: torch.Generator | None = None):
         if self.training and ipr_s1 is not None:
             cond = self.condition_of(lq)
-            iprs = self.train_chain(ipr_s1, cond, generator)
+            iprs = self.train_chain(ipr_s1, cond, generator=generator)
             return self.restore(lq, iprs[-1]), iprs
         if self.training:
             raise ValueError("DiffIRS2 in train mode needs ipr_s1 (the stage-1 IPR); call model.eval() to sample")
