@@ -238,7 +238,7 @@ def test_padded_test_pipeline(case: Case) -> None:
     model = case.s2()
     lq = case.ref["in.lq_test"]
     h, w = lq.shape[-2:]
-    padded = pad_to_multiple(lq, model.size_multiple)
+    padded = pad_to_multiple(lq, model.descriptor.size_multiple)
     assert torch.equal(padded, F.pad(lq, (0, padded.shape[-1] - w, 0, padded.shape[-2] - h), mode="reflect"))
     with captured({"cond": model.le_dm}) as seen, captured({"prior": model.G}, "arg1") as prior, \
             recorded_draws() as draws:

@@ -57,11 +57,15 @@ class PriorModel(nn.Module):
     """Base of the stage-1/stage-2 wrappers whose restoration network ``G(lq, prior)`` has a ``features`` body."""
 
     architecture: str  #: the registered name
+    #: 1 or 2 in the stage wrappers: a config of the other stage is built as this one (S2 from an S1 preset ...)
+    STAGE: int = 0
     config: Any
     G: nn.Module
 
     def __init__(self, config: Any) -> None:
         super().__init__()
+        if self.STAGE and config.stage != self.STAGE:
+            config = config.replace(stage=self.STAGE)
         self.config = config
 
     @property
@@ -83,15 +87,3 @@ class PriorModel(nn.Module):
     def attention_pass(self, lq: torch.Tensor, prior: torch.Tensor) -> None:
         """Everything that feeds the attention layers (the body of ``G``, not its output head)."""
         self.G.features(lq, prior.to(lq.dtype))
-
-    @property
-    def task(self) -> str:
-        return self.config.task
-
-    @property
-    def scale(self) -> int:
-        return self.config.scale
-
-    @property
-    def size_multiple(self) -> int:
-        return self.config.size_multiple

@@ -33,7 +33,7 @@ class DiffIRModel(PriorModel):
 
     def __init__(self, config: DiffIRConfig) -> None:
         super().__init__(config)
-        self.G = DIRformer(config)
+        self.G = DIRformer(self.config)
 
     @property
     def prior_shape(self) -> tuple[int, ...]:
@@ -46,9 +46,9 @@ class DiffIRModel(PriorModel):
 class DiffIRS1(DiffIRModel):
     """Stage 1: ``E`` = CPEN_S1(LQ, GT) → IPR; ``G`` = DIRformer(LQ, IPR)."""
 
+    STAGE = 1
+
     def __init__(self, config: DiffIRConfig) -> None:
-        if config.stage != 1:
-            config = config.replace(stage=1)
         super().__init__(config)
         self.E = CPEN(config.cpen_s1_channels, config.n_encoder_res)
 
@@ -69,9 +69,9 @@ class DiffIRS2(DiffIRModel):
     ``diffusion_enabled=False`` (V1: the CPEN_S2 output is the IPR) and ``diffusion.reverse_noise`` (V4).
     """
 
+    STAGE = 2
+
     def __init__(self, config: DiffIRConfig, diffusion_enabled: bool = True) -> None:
-        if config.stage != 2:
-            config = config.replace(stage=2)
         super().__init__(config)
         self.condition = CPEN(config.cpen_s2_channels, config.n_encoder_res)
         self.denoise = MLPDenoiser(IPR_DIM, config.n_denoise_res, config.timesteps)

@@ -5,7 +5,7 @@
 computation needs:
 
 1. :meth:`LatentEncoder.prepare` — PixelUnshuffle(4);
-2. :meth:`LatentEncoder.features` — convolutions only (``conv1``, residual ``blocks``, ``conv2``);
+2. :meth:`LatentEncoder.feature_layers` — convolutions only (``conv1``, residual ``blocks``, ``conv2``);
 3. ``pool`` — AdaptiveAvgPool2d((group, group)), whose bins overlap when H/4 or W/4 is not a multiple of group
    (PyTorch's start = ⌊i·In/Out⌋, end = ⌈(i+1)·In/Out⌉: official behaviour, kept);
 4. :meth:`LatentEncoder.head` — flatten to row-major tokens, MLP-Mixer ``mlp``, then ``end`` (Linear + act).
@@ -64,12 +64,9 @@ class LatentEncoder(nn.Module):
         """The convolutional part as one module (its receptive field is the halo a tile needs)."""
         return nn.Sequential(self.conv1, self.blocks, self.conv2)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.blocks(self.conv1(x)))
-
     def head(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled (B, C, group, group) → tokens (B, group², C'), token index = h·group + w."""
         return self.end(self.mlp(pooled.flatten(2).transpose(1, 2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(self.prepare(x))))
+        return self.head(self.pool(self.feature_layers()(self.prepare(x))))

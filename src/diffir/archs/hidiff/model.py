@@ -47,7 +47,7 @@ class HIDiffModel(PriorModel):
 
     def __init__(self, config: HIDiffConfig) -> None:
         super().__init__(config)
-        self.G = HIDiffTransformer(config)
+        self.G = HIDiffTransformer(self.config)
 
     @property
     def prior_shape(self) -> tuple[int, ...]:
@@ -61,9 +61,9 @@ class HIDiffModel(PriorModel):
 class HIDiffS1(HIDiffModel):
     """Stage 1: ``le`` = LE([GT, LQ]) → z; ``G`` = Transformer(LQ, z)."""
 
+    STAGE = 1
+
     def __init__(self, config: HIDiffConfig) -> None:
-        if config.stage != 1:
-            config = config.replace(stage=1)
         super().__init__(config)
         self.le = LatentEncoder(config, stage=1)
 
@@ -80,9 +80,9 @@ class HIDiffS1(HIDiffModel):
 class HIDiffS2(HIDiffModel):
     """Stage 2: ``le_dm`` encodes the condition; ``denoise`` runs the T-step reverse chain; ``G`` restores."""
 
+    STAGE = 2
+
     def __init__(self, config: HIDiffConfig) -> None:
-        if config.stage != 2:
-            config = config.replace(stage=2)
         super().__init__(config)
         self.le_dm = LatentEncoder(config, stage=2)
         self.denoise = build_denoiser(config)
