@@ -47,3 +47,12 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(params=["fast", "reference"])
+def network_path(request):
+    """Run the test on both formulations of the networks (parity must hold on each)."""
+    from diffir.runtime import reference_path
+
+    with reference_path(request.param == "reference"):
+        yield request.param

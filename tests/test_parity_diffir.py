@@ -19,6 +19,9 @@ from diffir.archs.diffir.model import DiffIRS1, DiffIRS2
 from diffir.archs.diffir.official import to_official_state_dict
 from diffir.io.checkpoint import load_model, read_checkpoint
 
+#: Every case is checked on the fast and on the reference formulation of the networks.
+pytestmark = pytest.mark.usefixtures("network_path")
+
 TASK_OF_FOLDER = {
     "DiffIR-SRGAN": "sr",
     "DiffIR-RealSR": "sr",

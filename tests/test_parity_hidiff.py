@@ -32,6 +32,9 @@ from diffir.diffusion.sampler import PriorDiffusion
 from diffir.errors import ConfigError
 from diffir.pipelines.padding import crop_to, pad_to_multiple
 
+#: Every case is checked on the fast and on the reference formulation of the networks.
+pytestmark = pytest.mark.usefixtures("network_path")
+
 NETS = ("net_g", "net_le", "net_le_dm", "net_d")
 GROUPS = ("s1.", "sched.", "s2e.", "test.", "s2t.", "iso.")
 

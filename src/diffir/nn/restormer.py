@@ -1,9 +1,16 @@
 """Restormer building blocks shared by DiffIR's DIRformer and HI-Diff's Transformer.
 
-Channel LayerNorm, MDTA (transposed attention), GDFN (gated depth-wise FFN), down/up-sampling.  Module and
-attribute names follow the official state_dict layouts (``norm1.body.weight``, ``attn.qkv``, ``ffn.project_in``
-...) so official checkpoints load without renaming.  An architecture that modulates attention or the FFN with
-its prior subclasses :class:`MDTA` / :class:`GDFN` and adds its own parameters (see :meth:`MDTA.add_modulation`).
+Channel LayerNorm, MDTA (transposed attention), GDFN (gated depth-wise FFN), the block that chains them,
+down/up-sampling.  Module and attribute names follow the official state_dict layouts (``norm1.body.weight``,
+``attn.qkv``, ``ffn.project_in`` ...) so official checkpoints load without renaming.  An architecture that
+modulates attention or the FFN with its prior subclasses :class:`MDTA` / :class:`GDFN`, adds its parameters and
+says how the prior becomes a per-channel scale and shift (:meth:`MDTA.modulation`).
+
+Two formulations of the same function (:mod:`diffir.runtime.execution`): the *reference* one computes as the
+official code does (NCHW maps).  The *fast* one keeps maps channels-last and works on their (B, H·W, C) token
+view: per-pixel LayerNorm over a contiguous axis, the LayerNorm affine and the prior modulation folded into
+the weights of the next 1×1 convolution (once per image, not per pixel), attention from a Gram matrix and
+norms, and the attention-weighted values fused with ``project_out`` into one product.
 """
 
 from __future__ import annotations
@@ -14,12 +21,64 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffir.runtime.execution import fast_path
+
 LN_EPS = 1e-5
 LAYERNORMS = ("BiasFree", "WithBias")
 
 #: ``hook(attn, q, k) -> attention matrix`` replacing :meth:`MDTA.matrix` (tiled inference, see
 #: :mod:`diffir.pipelines.attention_stats`); q, k are (B, heads, C/heads, H, W).
 StatsHook = Callable[["MDTA", torch.Tensor, torch.Tensor], torch.Tensor]
+#: A per-channel scale and shift, (C,) or per image (B, C); None entries mean 1 and 0.
+Affine = tuple[torch.Tensor | None, torch.Tensor | None]
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → its (B, H·W, C) token view (a copy only when ``x`` is not channels-last)."""
+    b, c, h, w = x.shape
+    return x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(b, h * w, c)
+
+
+def to_map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, H·W, C) tokens → the channels-last (B, C, H, W) map they are (a view)."""
+    b, _, c = tokens.shape
+    return tokens.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def pointwise(tokens: torch.Tensor, conv: nn.Conv2d, affine: Affine = (None, None)) -> torch.Tensor:
+    """``conv`` (1×1) applied to ``tokens·scale + shift``, with scale and shift folded into its weights.
+
+    W(x·s + t) + b = (W·diag s)·x + (W·t + b): a per-image weight when s or t differ per image, computed
+    once per image instead of a multiply-add per pixel.
+    """
+    scale, shift = affine
+    weight = conv.weight.flatten(1)  # (out, in)
+    bias = conv.bias
+    if shift is not None:
+        folded = shift @ weight.T
+        bias = folded if bias is None else folded + bias
+    if scale is not None:
+        weight = weight * scale.unsqueeze(-2)
+    if weight.dim() == 3 and weight.shape[0] == 1:  # one image: a plain product is the fastest kernel
+        weight, bias = weight[0], None if bias is None else bias.view(-1)
+    if weight.dim() == 2 and (bias is None or bias.dim() == 1):
+        return F.linear(tokens, weight, bias)
+    out = torch.bmm(tokens, weight.expand(tokens.shape[0], -1, -1).transpose(1, 2))
+    return out if bias is None else out.add_(bias.view(bias.shape[0] if bias.dim() == 2 else 1, 1, -1))
+
+
+def compose(first: Affine, then: Affine) -> Affine:
+    """The affine map ``then ∘ first`` (apply ``first``, then ``then``) as one scale and shift."""
+    s1, t1 = first
+    s2, t2 = then
+    if s2 is None:
+        scale, shift = s1, t1
+    else:
+        scale = s2 if s1 is None else s1 * s2
+        shift = None if t1 is None else t1 * s2
+    if t2 is not None:
+        shift = t2 if shift is None else shift + t2
+    return scale, shift
 
 
 class _LayerNormBody(nn.Module):
@@ -52,6 +111,24 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def normalize_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, Affine]:
+        """(B, N, C) tokens normalised over C *without* the affine, and the affine (weight, bias) to apply."""
+        body = self.body
+        if body.bias is not None:
+            return F.layer_norm(tokens, tokens.shape[-1:], eps=LN_EPS), (body.weight, body.bias)
+        # BiasFree: x / std, no centring.  The fused kernel's 1/std is the fastest way to it, but autograd does
+        # not differentiate through that output: when training, 1/std comes from an explicit variance.
+        if torch.is_grad_enabled() and tokens.requires_grad:
+            rstd = torch.rsqrt(torch.var(tokens, dim=-1, keepdim=True, unbiased=False) + LN_EPS)
+        else:
+            rstd = torch.native_layer_norm(tokens, tokens.shape[-1:], None, None, LN_EPS)[2]
+        return tokens * rstd, (body.weight, None)
+
+    def tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The full LayerNorm of (B, N, C) tokens (over C)."""
+        normed, (weight, bias) = self.normalize_tokens(tokens)
+        return normed * weight if bias is None else torch.addcmul(bias, normed, weight)
+
 
 class MDTA(nn.Module):
     """Multi-Dconv-head transposed attention: a (C/heads)² channel-attention matrix per head, built from sums
@@ -74,13 +151,19 @@ class MDTA(nn.Module):
     def add_modulation(self, channels: int) -> None:
         """Subclasses whose official layout has modulation weights before ``qkv`` register them here."""
 
+    def modulation(self, prior: torch.Tensor | None) -> Affine:
+        """The per-channel (B, C) scale and shift the prior applies to the input (none here)."""
+        return None, None
+
     def matrix(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """softmax(normalize(q)·normalize(k)ᵀ·temperature) over (B, heads, c, H, W) q and k."""
         q = F.normalize(q.flatten(-2), dim=-1)
         k = F.normalize(k.flatten(-2), dim=-1)
         return ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Reference formulation on an NCHW map, modulated by ``prior`` when the subclass defines it."""
+        x = modulate(x, self.modulation(prior))
         b, c, h, w = x.shape
         qkv = self.qkv_dwconv(self.qkv(x))
         # head index is the OUTER factor of the channel axis: (head c) -> head, c
@@ -88,6 +171,31 @@ class MDTA(nn.Module):
         hook = self.stats_hook
         attn = self.matrix(q, k) if hook is None else hook(self, q, k)
         return self.project_out((attn.to(v.dtype) @ v.flatten(-2)).reshape(b, c, h, w))
+
+    def forward_tokens(self, tokens: torch.Tensor, h: int, w: int, affine: Affine) -> torch.Tensor:
+        """Fast formulation: (B, H·W, C) tokens → (B, H·W, C), ``affine`` applied to the input first."""
+        b, n, c = tokens.shape
+        heads = self.num_heads
+        qkv = to_tokens(self.qkv_dwconv(to_map(pointwise(tokens, self.qkv, affine), h, w)))
+        q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]
+        if self.stats_hook is not None:
+            def heads_map(t: torch.Tensor) -> torch.Tensor:
+                return t.view(b, h, w, heads, c // heads).permute(0, 3, 4, 1, 2)
+            attn = self.stats_hook(self, heads_map(q), heads_map(k))
+        else:
+            # normalize(q)·normalize(k)ᵀ = (q·kᵀ) / (|q|·|k|ᵀ): no normalised copies of q and k.
+            gram = q.view(b, n, heads, -1).permute(0, 2, 3, 1) @ k.view(b, n, heads, -1).transpose(1, 2)
+            q_norm = q.square().sum(1).sqrt().clamp_min(1e-12).view(b, heads, -1, 1)
+            k_norm = k.square().sum(1).sqrt().clamp_min(1e-12).view(b, heads, 1, -1)
+            attn = (gram / (q_norm * k_norm) * self.temperature).softmax(dim=-1)
+        # project_out(blockdiag(attn)·v) = v·(W_out·blockdiag(attn))ᵀ: one product over the pixels.
+        w_out = self.project_out.weight.view(c, heads, c // heads).transpose(0, 1)  # (heads, C, C/heads)
+        attn = attn.to(v.dtype).expand(b, heads, c // heads, c // heads)  # a hook may give one for all images
+        mixed = (w_out @ attn).permute(0, 2, 1, 3).reshape(b, c, c)  # (B, C_out, C_in)
+        bias = self.project_out.bias
+        if bias is None:
+            return torch.bmm(v, mixed.transpose(1, 2))
+        return torch.baddbmm(bias.view(1, 1, c), v, mixed.transpose(1, 2))
 
 
 class GDFN(nn.Module):
@@ -99,9 +207,69 @@ class GDFN(nn.Module):
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, channels, 1, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+    def modulation(self, prior: torch.Tensor | None) -> Affine:
+        """The per-channel (B, C) scale and shift the prior applies to the input (none here)."""
+        return None, None
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Reference formulation on an NCHW map, modulated by ``prior`` when the subclass defines it."""
+        x1, x2 = self.dwconv(self.project_in(modulate(x, self.modulation(prior)))).chunk(2, dim=1)
         return self.project_out(F.gelu(x1) * x2)
+
+    def forward_tokens(self, tokens: torch.Tensor, h: int, w: int, affine: Affine) -> torch.Tensor:
+        """Fast formulation: (B, H·W, C) tokens → (B, H·W, C), ``affine`` applied to the input first."""
+        # The two halves (GELU branch, gate) separately: per-channel convs allow it, and each stays contiguous.
+        half = self.project_out.in_channels
+        gate_in, value_in = self.project_in.weight.split(half), self.dwconv.weight.split(half)
+        biases = (None, None) if self.project_in.bias is None else self.project_in.bias.split(half)
+        dw_biases = (None, None) if self.dwconv.bias is None else self.dwconv.bias.split(half)
+        halves = []
+        for w_in, w_dw, b_in, b_dw in zip(gate_in, value_in, biases, dw_biases, strict=True):
+            x = to_map(pointwise(tokens, _Pointwise(w_in, b_in), affine), h, w)
+            halves.append(to_tokens(F.conv2d(x, w_dw, b_dw, padding=1, groups=half)))
+        gated = F.gelu(halves[0]).mul_(halves[1])
+        return F.linear(gated, self.project_out.weight.flatten(1), self.project_out.bias)
+
+
+class _Pointwise:
+    """Weight and bias of a 1×1 convolution, the two attributes :func:`pointwise` reads."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.weight, self.bias = weight, bias
+
+
+def modulate(x: torch.Tensor, affine: Affine) -> torch.Tensor:
+    """x·scale + shift per channel of an NCHW map (reference formulation; no "1 +": the weights learn it)."""
+    scale, shift = affine
+    b = x.shape[0]
+    if scale is not None:
+        x = x * scale.view(b, -1, 1, 1)
+    if shift is not None:
+        x = x + shift.view(b, -1, 1, 1)
+    return x
+
+
+class RestormerBlock(nn.Module):
+    """x + attn(norm1 x), then x + ffn(norm2 x); attention and FFN modulated by ``prior`` if they use one."""
+
+    def __init__(self, channels: int, layernorm: str, attn: MDTA, ffn: GDFN) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(channels, layernorm)  # registration order = official key order
+        self.attn = attn
+        self.norm2 = LayerNorm(channels, layernorm)
+        self.ffn = ffn
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        if not fast_path():
+            x = x + self.attn(self.norm1(x), prior)
+            return x + self.ffn(self.norm2(x), prior)
+        _, _, h, w = x.shape
+        tokens = to_tokens(x)
+        normed, affine = self.norm1.normalize_tokens(tokens)
+        tokens = self.attn.forward_tokens(normed, h, w, compose(affine, self.attn.modulation(prior))).add_(tokens)
+        normed, affine = self.norm2.normalize_tokens(tokens)
+        tokens = self.ffn.forward_tokens(normed, h, w, compose(affine, self.ffn.modulation(prior))).add_(tokens)
+        return to_map(tokens, h, w)
 
 
 class Downsample(nn.Module):
@@ -134,4 +302,6 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, dim, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path():  # the whole body then stays channels-last
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.proj(x)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from diffir.archs.diffir.config import IPR_DIM
-from diffir.nn.restormer import GDFN, MDTA, LayerNorm
+from diffir.nn.restormer import GDFN, MDTA, Affine, RestormerBlock
 
 
 def ipr_kernel(channels: int) -> nn.Sequential:
@@ -18,10 +18,11 @@ def ipr_kernel(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(IPR_DIM, channels * 2, bias=False))
 
 
-def modulate(x: torch.Tensor, ipr: torch.Tensor, kernel: nn.Module) -> torch.Tensor:
-    """x·a + b with [a, b] = kernel(IPR).  No "1 +" on the scale: the official networks learn it directly."""
-    scale, shift = kernel(ipr).view(ipr.shape[0], -1, 1, 1).chunk(2, dim=1)
-    return x * scale + shift
+def ipr_affine(kernel: nn.Module, ipr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[a, b] = kernel(IPR): the (B, C) scale and shift, x·a + b.  No "1 +" on the scale: the official
+    networks learn it directly."""
+    scale, shift = kernel(ipr).chunk(2, dim=1)
+    return scale, shift
 
 
 class Attention(MDTA):
@@ -30,8 +31,8 @@ class Attention(MDTA):
     def add_modulation(self, channels: int) -> None:
         self.kernel = ipr_kernel(channels)  # registration order = official state_dict order
 
-    def forward(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(modulate(x, ipr, self.kernel))
+    def modulation(self, prior: torch.Tensor | None) -> Affine:
+        return ipr_affine(self.kernel, prior)
 
 
 class FeedForward(GDFN):
@@ -41,21 +42,13 @@ class FeedForward(GDFN):
         super().__init__(channels, hidden, bias)
         self.kernel = ipr_kernel(channels)
 
-    def forward(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(modulate(x, ipr, self.kernel))
+    def modulation(self, prior: torch.Tensor | None) -> Affine:
+        return ipr_affine(self.kernel, prior)
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(RestormerBlock):
     def __init__(self, channels: int, num_heads: int, hidden: int, bias: bool, layernorm: str) -> None:
-        super().__init__()
-        self.norm1 = LayerNorm(channels, layernorm)
-        self.attn = Attention(channels, num_heads, bias)
-        self.norm2 = LayerNorm(channels, layernorm)
-        self.ffn = FeedForward(channels, hidden, bias)
-
-    def forward(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), ipr)
-        return x + self.ffn(self.norm2(x), ipr)
+        super().__init__(channels, layernorm, Attention(channels, num_heads, bias), FeedForward(channels, hidden, bias))
 
 
 class BlockStack(nn.ModuleList):

@@ -13,10 +13,23 @@ Module names are the official state_dict keys (``encoder_level1.blocks.0.attn.qk
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffir.archs.hidiff.config import HIDiffConfig
-from diffir.nn.restormer import GDFN, MDTA, Downsample, LayerNorm, PatchEmbed, Upsample
+from diffir.nn.restormer import (
+    GDFN,
+    MDTA,
+    Affine,
+    Downsample,
+    LayerNorm,
+    PatchEmbed,
+    RestormerBlock,
+    Upsample,
+    to_map,
+    to_tokens,
+)
+from diffir.runtime.execution import fast_path
 
 
 class TokenTranspose(nn.Module):
@@ -46,6 +59,8 @@ class HIM(nn.Module):
         self.proj = nn.Linear(channels, channels)  # always biased
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        if fast_path():
+            return self.forward_fast(x, prior)
         b, c, h, w = x.shape
         heads = self.num_heads
         tokens = x.flatten(2).transpose(1, 2)  # (B, HW, C)
@@ -55,24 +70,28 @@ class HIM(nn.Module):
         out = self.proj((attn @ kv[1]).transpose(1, 2).reshape(b, h * w, c))
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
-
-def modulate(x: torch.Tensor, prior: torch.Tensor, scale: nn.Linear, shift: nn.Linear) -> torch.Tensor:
-    """x·scale(p) + shift(p), per channel, broadcast over H×W (no "1 +": the official weights learn it)."""
-    b = x.shape[0]
-    return x * scale(prior).view(b, -1, 1, 1) + shift(prior).view(b, -1, 1, 1)
+    def forward_fast(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """The same on the channels-last token view, with fused attention (no (HW × N) matrix kept)."""
+        b, c, h, w = x.shape
+        heads = self.num_heads
+        tokens = to_tokens(x)
+        q = self.q(self.norm1.tokens(tokens)).view(b, h * w, heads, c // heads).transpose(1, 2)
+        kv = self.kv(self.norm2.tokens(prior)).view(b, prior.shape[1], 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1], scale=self.scale)  # (B, heads, HW, C/heads)
+        return to_map(self.proj(out.transpose(1, 2).reshape(b, h * w, c)).add_(tokens), h, w)
 
 
 class ModulatedAttention(MDTA):
-    """MDTA whose normalised input is first modulated by the pooled prior (``attn.ln1``/``ln2``, registered
-    after the convolutions as in the official key order)."""
+    """MDTA whose normalised input is first modulated by the pooled prior, x·ln1(p) + ln2(p) (no "1 +": the
+    official weights learn it; ``attn.ln1``/``ln2`` are registered after the convolutions, as officially)."""
 
     def __init__(self, channels: int, num_heads: int, bias: bool, prior_width: int) -> None:
         super().__init__(channels, num_heads, bias)
         self.ln1 = nn.Linear(prior_width, channels)
         self.ln2 = nn.Linear(prior_width, channels)
 
-    def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(modulate(x, prior, self.ln1, self.ln2))
+    def modulation(self, prior: torch.Tensor | None) -> Affine:
+        return self.ln1(prior), self.ln2(prior)
 
 
 class ModulatedFeedForward(GDFN):
@@ -83,30 +102,17 @@ class ModulatedFeedForward(GDFN):
         self.ln1 = nn.Linear(prior_width, channels)
         self.ln2 = nn.Linear(prior_width, channels)
 
-    def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(modulate(x, prior, self.ln1, self.ln2))
+    def modulation(self, prior: torch.Tensor | None) -> Affine:
+        return self.ln1(prior), self.ln2(prior)
 
 
-class TransformerBlock(nn.Module):
+def transformer_block(channels: int, num_heads: int, hidden: int, bias: bool, layernorm: str,
+                      prior_width: int | None = None) -> RestormerBlock:
     """Restormer block; with ``prior_width`` its attention and FFN are modulated by a (B, C') prior."""
-
-    def __init__(self, channels: int, num_heads: int, hidden: int, bias: bool, layernorm: str,
-                 prior_width: int | None = None) -> None:
-        super().__init__()
-        if prior_width is None:
-            attn, ffn = MDTA(channels, num_heads, bias), GDFN(channels, hidden, bias)
-        else:
-            attn = ModulatedAttention(channels, num_heads, bias, prior_width)
-            ffn = ModulatedFeedForward(channels, hidden, bias, prior_width)
-        self.norm1 = LayerNorm(channels, layernorm)  # registration order = official key order
-        self.attn = attn
-        self.norm2 = LayerNorm(channels, layernorm)
-        self.ffn = ffn
-
-    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
-        extra = () if prior is None else (prior,)
-        x = x + self.attn(self.norm1(x), *extra)
-        return x + self.ffn(self.norm2(x), *extra)
+    if prior_width is None:
+        return RestormerBlock(channels, layernorm, MDTA(channels, num_heads, bias), GDFN(channels, hidden, bias))
+    return RestormerBlock(channels, layernorm, ModulatedAttention(channels, num_heads, bias, prior_width),
+                          ModulatedFeedForward(channels, hidden, bias, prior_width))
 
 
 class BasicLayer(nn.Module):
@@ -117,7 +123,7 @@ class BasicLayer(nn.Module):
         c = config
         modulated = c.token_width if group == 1 else None
         self.blocks = nn.ModuleList(
-            TransformerBlock(channels, num_heads, c.ffn_hidden(channels), c.bias, c.layernorm, modulated)
+            transformer_block(channels, num_heads, c.ffn_hidden(channels), c.bias, c.layernorm, modulated)
             for _ in range(depth)
         )
         self.him = HIM(channels, c.token_width, num_heads, c.bias, c.layernorm) if group > 1 else None
