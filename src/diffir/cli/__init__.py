@@ -17,7 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("diffir.cli.evaluate", "evaluate a model on a benchmark folder (PSNR, SSIM, ...)"),
     "convert": ("diffir.cli.convert", "convert a checkpoint (official .pth/.ckpt <-> safetensors)"),
     "info": ("diffir.cli.info", "show the inferred configuration, parameters and MACs of a model"),
+    "export": ("diffir.cli.export", "export a stage-2 model's whole inference (prior + sampler + network) to ONNX"),
     "list": ("diffir.cli.list_models", "list the named model presets"),
+    "bench": ("diffir.cli.bench", "time models per size: ms/image, ms/MP, GFLOP/s vs matmul peak, memory"),
 }
 
 
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from diffir.runtime import keep_freed_memory
+
+    keep_freed_memory()  # one process per command: keep freed activations mapped (×1.8 fewer page faults)
     try:
         return int(args._run(args) or 0)
     except DiffIRError as exc:

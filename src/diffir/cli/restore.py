@@ -2,21 +2,28 @@
 
 One bad file (unreadable, truncated, not an image, wrong-size mask) prints one line and the run goes on; the
 exit status is 1 if any file failed.  Results are written atomically, so there is never a partial output.
+
+Under ``torchrun --nproc_per_node N -m diffir restore ...`` each process restores every N-th file (one GPU or a
+share of the CPU cores each) and rank 0 prints one summary for all (:mod:`diffir.pipelines.sharding`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
+import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from diffir.bundled import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from diffir.pipelines.restorer import Restorer
+    from diffir.pipelines.sharding import Shard
 
 
 def _tile(value: str) -> int | str:
@@ -29,6 +36,18 @@ def _tile(value: str) -> int | str:
     if size < 0:
         raise argparse.ArgumentTypeError("tile size must be >= 0")
     return size
+
+
+def _threads(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of threads or 'auto', got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("threads must be >= 1")
+    return count
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="compute precision (default fp32); NaN/Inf in bf16/fp16 falls back to fp32 with a warning")
     p.add_argument("--device", default="auto",
                    help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N|auto",
+                   help="CPU threads: a number, or auto (default: the fastest of a few counts, measured at start; "
+                        "OMP_NUM_THREADS wins); under torchrun the cores divided by the processes per machine")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the stochastic IPR sampling (default 0: reproducible); negative = random")
     p.add_argument("--suffix", default="out", help="output name is <name>_<suffix>.<ext> (default: out; '' = none)")
@@ -79,13 +101,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from diffir.errors import DiffIRError
     from diffir.io.images import FORMATS
-    from diffir.pipelines.files import check_writable, collect_inputs, is_earlier_output, output_path
-    from diffir.pipelines.restorer import Restorer
+    from diffir.pipelines.files import check_writable, collect_inputs, is_earlier_output
+    from diffir.pipelines.sharding import Shard, finish, gather_counts, shard
 
+    part = Shard.from_env()  # one process unless started by torchrun (WORLD_SIZE > 1)
     out_dir = Path(args.output).expanduser()
     if out_dir.suffix.lower() in {*FORMATS, ".gif"} and not out_dir.is_dir():
         raise DiffIRError(f"-o takes a folder, not a file name ({args.output}); outputs are named "
@@ -99,11 +120,55 @@ def run(args: argparse.Namespace) -> int:
             raise DiffIRError(f"every input is named *_{args.suffix}.*, like the outputs of an earlier run in the "
                               "same folder; give another -o folder or --suffix")
     check_writable(out_dir)
+    if not part.enabled:
+        counts = _restore_files(args, part, inputs, out_dir)
+        return _summary(args, [counts], earlier, out_dir)
+
+    # Several processes: each restores its share and always reaches the gather, even when it cannot load the
+    # model (its error is printed now, and counted in the summary), so no process waits for one that gave up.
+    # Inputs whose names could give the same output name (same stem) go to the same process, so a name clash
+    # is reported exactly as in a single run.
+    counts = {"done": 0, "skipped": 0, "failed": 0, "elapsed": 0.0, "stopped": False,
+              "listing": hashlib.sha1("\n".join(map(str, inputs)).encode()).hexdigest()}
+    try:
+        counts.update(_restore_files(args, part, inputs, out_dir, share=lambda files: shard(
+            files, part.rank, part.world_size, key=lambda p: p.stem.lower())))
+    except Exception as exc:  # noqa: BLE001 - this process is done, but the others must still get its counts
+        counts["stopped"] = True
+        if isinstance(exc, DiffIRError):
+            print(f"diffir: error{part.label}: {' '.join(str(exc).split())}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+    try:
+        every = gather_counts(part, counts)
+    except Exception as exc:  # noqa: BLE001 - the outputs are written; only the job-wide summary is lost
+        print(f"diffir: error{part.label}: cannot gather the other processes' counts "
+              f"({' '.join(str(exc).split())}); this process's own:", file=sys.stderr)
+        _summary(args, [counts], earlier, out_dir, label=part.label)
+        # Not 0: a failed status makes torchrun stop the processes still waiting for this one at the gather.
+        return 2 if counts["stopped"] else 1
+    if part.is_main and not all(c["stopped"] for c in every):  # all stopped: their errors say it all
+        _summary(args, every, earlier, out_dir)
+    code = _status(every)
+    finish(part)
+    return 2 if counts["stopped"] else code
+
+
+def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], out_dir: Path,
+                   share: Callable[[list[Path]], list[Path]] | None = None) -> dict[str, Any]:
+    """Load the model and restore ``inputs`` (only ``share(inputs)`` in a job of several processes); counts."""
+    from tqdm.auto import tqdm
+
+    from diffir.errors import DiffIRError
+    from diffir.pipelines.files import output_path
+    from diffir.pipelines.restorer import Restorer
+    from diffir.pipelines.sharding import fair_threads, rank_device
+
     restorer = Restorer(
         args.model, tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats,
-        precision=args.precision, device=args.device,
+        precision=args.precision, device=rank_device(args.device, part),
         seed=None if args.seed < 0 else args.seed, batch_size=args.batch_size, outscale=args.outscale,
-        mask_threshold=args.mask_threshold, mask_hole=args.mask_hole, progress=not args.quiet,
+        mask_threshold=args.mask_threshold, mask_hole=args.mask_hole, progress=not args.quiet and part.is_main,
     )
     inpaint = restorer.task == "inpaint"
     if inpaint and not args.mask:
@@ -116,16 +181,35 @@ def run(args: argparse.Namespace) -> int:
         # LaMa layout: images and their <stem>_mask*.png side by side; the masks are not inputs.
         masks = {p.resolve() for p in mask_spec.iterdir()}
         inputs = [p for p in inputs if not ("mask" in p.stem.lower() and p.resolve() in masks)] or inputs
+    listed = len(inputs)
+    if share is not None:  # after the mask filter, which needs the model's task
+        inputs = share(inputs)
+    threads = args.threads
+    if threads is None and restorer.device.type == "cpu":
+        # Alone: the fastest count measured now ("auto"; OMP_NUM_THREADS wins); under torchrun: a fair share.
+        threads = fair_threads(part) or "auto"
+    if threads is not None:
+        from diffir.runtime.threads import configure_threads
+
+        threads = configure_threads(threads)
+    elif part.enabled and restorer.device.type == "cpu":
+        import torch
+
+        threads = torch.get_num_threads()  # shown in the header: each process's share of the cores matters
     max_pixels = args.max_pixels or None
 
     c = restorer.descriptor
-    print(f"diffir restore: {len(inputs)} file(s), {c.architecture} {c.task}"
-          f"{f' x{c.scale}' if c.task == 'sr' else ''}, device {restorer.device}, {args.precision}, "
+    files = f"{len(inputs)} of {listed} file(s)" if part.enabled else f"{len(inputs)} file(s)"
+    device = f"{restorer.device} ({threads} thread{'s' * (threads != 1)})" if threads else f"{restorer.device}"
+    print(f"diffir restore{part.label}: {files}, {c.architecture} {c.task}"
+          f"{f' x{c.scale}' if c.task == 'sr' else ''}, device {device}, {args.precision}, "
           f"tile {args.tile}, seed {args.seed}", file=sys.stderr)
     done, skipped, failed, claimed = 0, 0, 0, {}
     start = time.perf_counter()
-    # disable=None: no bar when stderr is not a terminal (a log file would fill with carriage-return updates)
-    bar = tqdm(inputs, desc="images", unit="img", disable=True if args.quiet else None, file=sys.stderr)
+    # disable=None: no bar when stderr is not a terminal (a log file would fill with carriage-return updates);
+    # in a job of several processes only rank 0 draws one (over its share), N bars would overwrite each other.
+    bar = tqdm(inputs, desc="images" + part.label, unit="img", file=sys.stderr,
+               disable=True if args.quiet or not part.is_main else None)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning  # restored on exit by catch_warnings
         for path in bar:
@@ -142,7 +226,18 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 tqdm.write(f"diffir: error: {_one_line(exc, path)}", file=sys.stderr)
     bar.close()
-    elapsed = time.perf_counter() - start
+    return {"done": done, "skipped": skipped, "failed": failed, "elapsed": time.perf_counter() - start}
+
+
+def _status(every: list[dict[str, Any]]) -> int:
+    """1 if any process failed a file or stopped early, else 0."""
+    return 1 if any(c["failed"] or c.get("stopped") for c in every) else 0
+
+
+def _summary(args: argparse.Namespace, every: list[dict[str, Any]], earlier: list[Path], out_dir: Path,
+             label: str = "") -> int:
+    """Print the one summary line (totals over ``every`` process's counts); the exit status."""
+    done, skipped, failed = (sum(c[k] for c in every) for k in ("done", "skipped", "failed"))
     parts = [f"{done} restored"]
     if skipped:
         parts.append(f"{skipped} skipped (output exists; --overwrite to redo)")
@@ -151,8 +246,21 @@ def run(args: argparse.Namespace) -> int:
                      "folder)")
     if failed:
         parts.append(f"{failed} failed")
-    print(f"diffir restore: {', '.join(parts)} in {elapsed:.1f} s -> {out_dir}", file=sys.stderr)
-    return 1 if failed else 0
+    stopped = [r for r, c in enumerate(every) if c.get("stopped")]
+    if stopped:
+        ranks = ", ".join(map(str, stopped))
+        parts.append(f"{len(stopped)} process(es) stopped before restoring their share (rank {ranks}: "
+                     "error above)")
+    elapsed = max(c["elapsed"] for c in every)
+    took = f"{elapsed:.1f} s"
+    if len(every) > 1:
+        took += f" by {len(every)} processes ({sum(c['elapsed'] for c in every):.1f} s summed)"
+        if len({c["listing"] for c in every}) > 1:
+            print("diffir: warning: the processes listed different inputs (files added or removed while they "
+                  "started): some files may be restored twice or not at all; run again to fill the gaps",
+                  file=sys.stderr)
+    print(f"diffir restore{label}: {', '.join(parts)} in {took} -> {out_dir}", file=sys.stderr)
+    return _status(every)
 
 
 def _restore_one(path: Path, mask_spec: Path | None, out_dir: Path, restorer: Restorer,

@@ -39,6 +39,7 @@ from diffir.pipelines.precision import (
 )
 from diffir.pipelines.prior import condition_tiled
 from diffir.pipelines.tiling import TileGrid, align_down, make_grid, run_tiled
+from diffir.runtime import keep_freed_memory
 
 #: ``tile="auto"``: images whose padded LQ side exceeds this are tiled with tiles of this size (LQ pixels).
 #: ×4 SR works on 16× more output pixels per LQ pixel, hence the smaller tile.
@@ -98,6 +99,7 @@ class Restorer:
             raise DiffIRError(f"outscale must be > 0, got {outscale}")
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
+        keep_freed_memory()  # freed activations stay mapped: no page-fault storm per layer (runtime.allocator)
         self.model = load_inference_model(model).to(self.device)
         self.descriptor = self.model.descriptor
         self._param_dtype = next(self.model.parameters()).dtype
