@@ -20,11 +20,13 @@ official stream if the same draws happen here.
 Random numbers are always drawn in float32 with the shape of the condition (DiffIR (B, 256), HI-Diff
 (B, N, C')), on the device of ``generator`` (CPU by default, so ``torch.manual_seed`` before a call reproduces
 the official draws), then moved to the working device: a seed gives the same prior on CPU, CUDA or MPS.
+A :class:`PreDrawnNoise` passed as ``generator`` supplies those draws instead (x_T first, then one per reverse
+step), which makes sampling a plain function of tensors (the ONNX export feeds them as graph inputs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -41,10 +43,48 @@ PREDICTIONS = ("x0", "eps")
 TRAIN_STARTS = ("q_sample", "alpha_bar")
 
 
-def _randn(batch: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+class PreDrawnNoise:
+    """Noise drawn beforehand, passed to the sampler where a ``torch.Generator`` goes: each draw the sampler makes
+    takes the next tensor, in the order a generator would be used (x_T, then one per reverse step if the sampler
+    draws those: :attr:`PriorDiffusion.draws_per_sample` in all).  Each tensor has the draw's shape
+    (B, *prior_shape).
+
+    With a ``generator``, draws past the given tensors are made from it (float32, as the sampler draws) and
+    appended to :attr:`tensors`: ``PreDrawnNoise(generator=torch.Generator().manual_seed(s))`` samples exactly as
+    that seeded generator would and records the noise it used.  Without one, running out is an error.
+    """
+
+    def __init__(self, tensors: Iterable[torch.Tensor] = (), generator: torch.Generator | None = None) -> None:
+        self.tensors = list(tensors)
+        self.generator = generator
+        self.taken = 0
+
+    def draw(self, shape: tuple[int, ...]) -> torch.Tensor:
+        if self.taken < len(self.tensors):
+            noise = self.tensors[self.taken]
+            if tuple(noise.shape) != tuple(shape):
+                raise ValueError(f"pre-drawn noise {self.taken} has shape {tuple(noise.shape)}; the sampler draws "
+                                 f"{tuple(shape)}")
+        elif self.generator is not None:
+            noise = torch.randn(shape, generator=self.generator, device=self.generator.device, dtype=torch.float32)
+            self.tensors.append(noise)
+        else:
+            raise ValueError(f"the sampler needs more than the {len(self.tensors)} pre-drawn noise tensors given")
+        self.taken += 1
+        return noise
+
+
+#: What the sampling methods accept as ``generator``.
+NoiseSource = torch.Generator | PreDrawnNoise | None
+
+
+def _randn(batch: int, like: torch.Tensor, generator: NoiseSource) -> torch.Tensor:
     """One official draw: float32 ``randn((batch, *like.shape[1:]))`` on the generator's device."""
-    device = generator.device if generator is not None else torch.device("cpu")
-    noise = torch.randn((batch, *like.shape[1:]), generator=generator, device=device, dtype=torch.float32)
+    if isinstance(generator, PreDrawnNoise):
+        noise = generator.draw((batch, *like.shape[1:]))
+    else:
+        device = generator.device if generator is not None else torch.device("cpu")
+        noise = torch.randn((batch, *like.shape[1:]), generator=generator, device=device, dtype=torch.float32)
     return noise.to(device=like.device, dtype=like.dtype)
 
 
@@ -128,7 +168,7 @@ class PriorDiffusion(nn.Module):
         x: torch.Tensor,
         t: int,
         cond: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: NoiseSource = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One reverse step t → t−1.  Returns (x_{t−1}, x̂0)."""
         batch = x.shape[0]
@@ -147,7 +187,7 @@ class PriorDiffusion(nn.Module):
         denoiser: Denoiser,
         x: torch.Tensor,
         cond: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: NoiseSource = None,
     ) -> list[torch.Tensor]:
         """Run all T reverse steps from x_T; returns x after each step (the last one is the prior)."""
         out = []
@@ -157,7 +197,7 @@ class PriorDiffusion(nn.Module):
         return out
 
     @torch.no_grad()
-    def sample(self, denoiser: Denoiser, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, denoiser: Denoiser, cond: torch.Tensor, generator: NoiseSource = None) -> torch.Tensor:
         """Eval: x_T ~ N(0, I) with the condition's shape, then T reverse steps (:attr:`draws_per_sample` draws)."""
         x = _randn(cond.shape[0], cond, generator).to(self._work_dtype(cond))
         return self.reverse(denoiser, x, cond, generator)[-1]
@@ -168,7 +208,7 @@ class PriorDiffusion(nn.Module):
         prior_s1: torch.Tensor,
         cond: torch.Tensor,
         noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: NoiseSource = None,
     ) -> list[torch.Tensor]:
         """Training (joint optimisation): diffuse the stage-1 prior to t = T−1, then run every reverse step with
         gradients.  Returns the state after each step; the last one drives the restoration network."""
