@@ -45,11 +45,13 @@ def to_map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return tokens.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
-def pointwise(tokens: torch.Tensor, conv: nn.Conv2d, affine: Affine = (None, None)) -> torch.Tensor:
+def pointwise(tokens: torch.Tensor, conv: nn.Conv2d | _Pointwise, affine: Affine = (None, None),
+              add_bias: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``conv`` (1×1) applied to ``tokens·scale + shift``, with scale and shift folded into its weights.
 
     W(x·s + t) + b = (W·diag s)·x + (W·t + b): a per-image weight when s or t differ per image, computed
-    once per image instead of a multiply-add per pixel.
+    once per image instead of a multiply-add per pixel.  With ``add_bias=False`` the folded bias is returned
+    instead of added (:func:`depthwise` adds it for free); the result is (output, bias not yet added).
     """
     scale, shift = affine
     weight = conv.weight.flatten(1)  # (out, in)
@@ -61,10 +63,52 @@ def pointwise(tokens: torch.Tensor, conv: nn.Conv2d, affine: Affine = (None, Non
         weight = weight * scale.unsqueeze(-2)
     if weight.dim() == 3 and weight.shape[0] == 1:  # one image: a plain product is the fastest kernel
         weight, bias = weight[0], None if bias is None else bias.view(-1)
-    if weight.dim() == 2 and (bias is None or bias.dim() == 1):
-        return F.linear(tokens, weight, bias)
-    out = torch.bmm(tokens, weight.expand(tokens.shape[0], -1, -1).transpose(1, 2))
-    return out if bias is None else out.add_(bias.view(bias.shape[0] if bias.dim() == 2 else 1, 1, -1))
+    if weight.dim() == 2:
+        if add_bias and (bias is None or bias.dim() == 1):
+            return F.linear(tokens, weight, bias), None
+        out = F.linear(tokens, weight)
+    else:
+        out = torch.bmm(tokens, weight.expand(tokens.shape[0], -1, -1).transpose(1, 2))
+    if bias is None or not add_bias:
+        return out, bias
+    return out.add_(bias.view(bias.shape[0] if bias.dim() == 2 else 1, 1, -1)), None
+
+
+def depthwise(x: torch.Tensor, conv: nn.Conv2d | _Pointwise, in_bias: torch.Tensor | None) -> torch.Tensor:
+    """The 3×3 depth-wise ``conv`` (zero padding 1) of ``x + in_bias`` without adding ``in_bias`` per pixel.
+
+    A constant c per channel convolves to c·Σtaps inside the image, which goes into the convolution's bias; on
+    the one-pixel border the taps that fall on the zero padding are taken back out (rows, columns, and the
+    corners counted twice added back).  Saves a full pass over the map: the bias of the preceding product.
+    """
+    weight, bias = conv.weight, conv.bias
+    if in_bias is None:
+        return F.conv2d(x, weight, bias, padding=1, groups=weight.shape[0])
+    taps = weight.view(-1, 3, 3)
+    channels = taps.shape[0]
+    per_image = in_bias.dim() == 2
+    constant = in_bias * taps.sum((1, 2))
+    if not per_image:
+        bias = constant if bias is None else bias + constant
+    out = F.conv2d(x, weight, bias, padding=1, groups=channels)
+    if per_image:
+        out = out + constant.view(-1, channels, 1, 1)
+    c = in_bias.view(-1, channels, 1)
+    out[:, :, 0, :] -= c * taps[:, 0, :].sum(-1, keepdim=True)
+    out[:, :, -1, :] -= c * taps[:, 2, :].sum(-1, keepdim=True)
+    out[:, :, :, 0] -= c * taps[:, :, 0].sum(-1, keepdim=True)
+    out[:, :, :, -1] -= c * taps[:, :, 2].sum(-1, keepdim=True)
+    for row, col in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
+        out[:, :, row, col] += c[..., 0] * taps[:, 2 * (row < 0), 2 * (col < 0)]
+    return out
+
+
+class _Pointwise:
+    """Weight and bias of one half of a convolution, the two attributes :func:`pointwise` and
+    :func:`depthwise` read."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.weight, self.bias = weight, bias
 
 
 def compose(first: Affine, then: Affine) -> Affine:
@@ -176,7 +220,8 @@ class MDTA(nn.Module):
         """Fast formulation: (B, H·W, C) tokens → (B, H·W, C), ``affine`` applied to the input first."""
         b, n, c = tokens.shape
         heads = self.num_heads
-        qkv = to_tokens(self.qkv_dwconv(to_map(pointwise(tokens, self.qkv, affine), h, w)))
+        qkv, bias = pointwise(tokens, self.qkv, affine, add_bias=False)
+        qkv = to_tokens(depthwise(to_map(qkv, h, w), self.qkv_dwconv, bias))
         q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]
         if self.stats_hook is not None:
             def heads_map(t: torch.Tensor) -> torch.Tensor:
@@ -220,22 +265,16 @@ class GDFN(nn.Module):
         """Fast formulation: (B, H·W, C) tokens → (B, H·W, C), ``affine`` applied to the input first."""
         # The two halves (GELU branch, gate) separately: per-channel convs allow it, and each stays contiguous.
         half = self.project_out.in_channels
-        gate_in, value_in = self.project_in.weight.split(half), self.dwconv.weight.split(half)
-        biases = (None, None) if self.project_in.bias is None else self.project_in.bias.split(half)
-        dw_biases = (None, None) if self.dwconv.bias is None else self.dwconv.bias.split(half)
+        project_in, dwconv = self.project_in, self.dwconv
         halves = []
-        for w_in, w_dw, b_in, b_dw in zip(gate_in, value_in, biases, dw_biases, strict=True):
-            x = to_map(pointwise(tokens, _Pointwise(w_in, b_in), affine), h, w)
-            halves.append(to_tokens(F.conv2d(x, w_dw, b_dw, padding=1, groups=half)))
+        for i in range(2):
+            part = slice(i * half, (i + 1) * half)
+            w_in = _Pointwise(project_in.weight[part], None if project_in.bias is None else project_in.bias[part])
+            w_dw = _Pointwise(dwconv.weight[part], None if dwconv.bias is None else dwconv.bias[part])
+            x, bias = pointwise(tokens, w_in, affine, add_bias=False)
+            halves.append(to_tokens(depthwise(to_map(x, h, w), w_dw, bias)))
         gated = F.gelu(halves[0]).mul_(halves[1])
         return F.linear(gated, self.project_out.weight.flatten(1), self.project_out.bias)
-
-
-class _Pointwise:
-    """Weight and bias of a 1×1 convolution, the two attributes :func:`pointwise` reads."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        self.weight, self.bias = weight, bias
 
 
 def modulate(x: torch.Tensor, affine: Affine) -> torch.Tensor:
