@@ -109,7 +109,7 @@ def test_torchrun_two_processes_restore_each_file_once(tmp_path) -> None:
     assert sorted(h[: len("diffir restore [rank 0/2]: 3 of 6 file(s)")] for h in headers) == [
         "diffir restore [rank 0/2]: 3 of 6 file(s)", "diffir restore [rank 1/2]: 3 of 6 file(s)"], headers
     assert all("device cpu (1 thread)" in h for h in headers)
-    assert len(_lines(err, "diffir: error: ")) == 1 and "c_broken.png" in _lines(err, "diffir: error: ")[0]
+    assert len(_lines(err, "diffir: error: ")) == 1 and "c_broken.png" in _lines(err, "diffir: error: ")[0], err
     assert sorted(p.name for p in two.iterdir()) == [f"{n}_out.png" for n in names]
 
     single = _restore("-i", str(inp), "-o", str(one), "-m", str(model))
