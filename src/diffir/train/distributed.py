@@ -9,13 +9,14 @@ bookkeeping.  The backend is NCCL on CUDA and gloo on CPU.
 from __future__ import annotations
 
 import datetime
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from diffir.runtime.job import Shard
 
 
 @dataclass
@@ -37,10 +38,10 @@ class DistContext:
     @classmethod
     def from_env(cls, device: str = "auto") -> DistContext:
         """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); otherwise single process."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
+        place = Shard.from_env()
+        if not place.enabled:
             return cls()
-        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        world, rank, local = place.world_size, place.rank, place.local_rank
         use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
         if not dist.is_initialized():
             backend = "nccl" if use_cuda else "gloo"
