@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from diffir.runtime.execution import reference_path
+
 
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:
     """Parameters per top-level part, labelled by the model's ``part_names`` (e.g. G → DIRformer)."""
@@ -23,12 +25,14 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
 def count_macs(model: nn.Module, size: int) -> int:
     """MACs of one inference forward on a size×size input (FLOPs / 2, the convention of SR papers' tables).
 
-    S1 models also run their prior encoder on a ground truth of the output size.
+    Counted on the reference formulation, the one the papers count (the fast path fuses the attention-weighted
+    values with ``project_out`` and does a few % fewer).  S1 models also run their prior encoder on a ground
+    truth of the output size.
     """
     c = model.descriptor  # type: ignore[attr-defined]
     lq = torch.zeros(1, c.in_channels, size, size)
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, reference_path():
         if c.stage == 1:
             model(lq, torch.zeros(1, c.out_channels, size * c.scale, size * c.scale))
         else:

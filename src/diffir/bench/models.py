@@ -124,11 +124,12 @@ def macs_at(model: nn.Module, height: int, width: int) -> int:
     """MACs of one inference forward at H×W LQ: :func:`diffir.profile.count_macs` (what ``diffir info`` prints)
     for square sizes, the same count with an H×W input otherwise."""
     from diffir.profile import count_macs
+    from diffir.runtime.execution import reference_path
 
     if height == width:
         return count_macs(model, height)
     c = model.descriptor  # type: ignore[attr-defined]
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, reference_path():  # the papers' count, as count_macs
         model(torch.zeros(1, c.in_channels, height, width))
     return counter.get_total_flops() // 2

@@ -109,7 +109,6 @@ class Row:
     #: paths; peak reset before the row) or "process" (this process since it started).
     rss_scope: str
     #: MACs counted on each path that ran (the formulations may differ slightly; ``macs`` is the default path's).
-    path_macs: dict[str, int] = field(default_factory=dict)
 
     @property
     def out_height(self) -> int:
@@ -172,7 +171,7 @@ class Report:
                 paths[name] = {
                     "ms_median": res.median_ms, "ms_min": res.min_ms, "ms_max": res.max_ms, "ms_q1": q1, "ms_q3": q3,
                     "ms_per_megapixel": row.ms_per_megapixel(name), "gflops": row.gflops(name),
-                    "peak_share": self.peak_share(row, name), "macs_counted": row.path_macs.get(name),
+                    "peak_share": self.peak_share(row, name),
                     "maxrss_bytes": res.maxrss,
                     "minflt_median": res.minflt, "majflt_median": res.majflt, "device_peak_bytes": res.device_peak,
                     "runs": [r.to_dict() for r in res.runs],
@@ -231,7 +230,7 @@ def run_bench(
     """
     from diffir import __version__
     from diffir.pipelines.precision import resolve_device, resolve_precision
-    from diffir.runtime import configure_threads, fast_path, keep_freed_memory, reference_path
+    from diffir.runtime import configure_threads, keep_freed_memory
 
     if path not in PATH_CHOICES:
         raise DiffIRError(f"--path {path!r}: use fast, reference or both")
@@ -263,17 +262,9 @@ def run_bench(
             model = bench.load()
             params = parameter_count(model)
             macs: dict[tuple[int, int], int] = {}
-            path_macs: dict[tuple[int, int], dict[str, int]] = {}
             for h, w in model_sizes:
                 say(f"{bench.label} {h}x{w}: counting MACs")
-                macs[h, w] = macs_at(model, h, w)  # the default path, as `diffir info`
-                path_macs[h, w] = {}
-                for p in paths:
-                    if p == ("fast" if fast_path() else "reference"):
-                        path_macs[h, w][p] = macs[h, w]
-                    else:
-                        with reference_path(p == "reference"):
-                            path_macs[h, w][p] = macs_at(model, h, w)
+                macs[h, w] = macs_at(model, h, w)  # the papers' count, as `diffir info`; the same for both paths
             source = bench.source
             if fresh and source is None:
                 from diffir.io.checkpoint import save_model
@@ -317,8 +308,7 @@ def run_bench(
                             results[p].runs.append(run)
                             say(f"{bench.label} {h}x{w} {p} {r + 1}/{repeats}: {run.seconds * 1e3:.0f} ms")
                     del lq, forwards
-                rows.append(Row(bench.label, h, w, descriptor.scale, params, macs[h, w], results, scope,
-                                path_macs[h, w]))
+                rows.append(Row(bench.label, h, w, descriptor.scale, params, macs[h, w], results, scope))
             del model
             gc.collect()
 

@@ -120,11 +120,6 @@ def format_table(report: Report) -> str:
     ]
     if any(row.speedup() is not None for row in report.rows):
         notes.append("ref/fast: reference median / fast median (above 1: the fast path is faster)")
-    for row in report.rows:
-        for name, macs in row.path_macs.items():
-            if macs != row.macs:
-                notes.append(f"MACs: {row.model} at {row.height}x{row.width} counts {_gmacs(macs)} G on the {name} "
-                             f"path; GFLOP/s uses the column's count ({_gmacs(row.macs)} G, as diffir info) for both")
     out.extend(notes)
     return "\n".join(out)
 
