@@ -1,13 +1,18 @@
-"""Tile layout, blending window, blended reassembly, and the exact tiled IPR condition (CPEN_S2)."""
+"""Tile layout, blending window, blended reassembly, the exact tiled IPR condition (CPEN_S2), whole-image
+attention statistics, and memory that follows the tile, not the image."""
 
 from __future__ import annotations
+
+import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import diffir
 from conftest import tiny_model
 from diffir.archs.diffir.layers import Attention
 from diffir.pipelines.attention_stats import attention_hook, core_spans, whole_image_attention
@@ -32,6 +37,11 @@ def test_grid_covers_the_image_with_aligned_tiles(align, hk, wk, tile, overlap) 
         assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
         # Neighbours overlap by at least the requested (aligned) overlap, and never leave a gap.
         assert all(a + size - b >= grid.overlap for a, b in zip(starts, starts[1:], strict=False))
+        # Tiles are at most the requested size, and there are as few as that size and overlap allow.
+        limit = max(align, tile // align * align)
+        assert size <= limit
+        if length > limit:
+            assert len(starts) == -(-(length - grid.overlap) // (limit - grid.overlap))
 
 
 @pytest.mark.parametrize("ramp", [1, 4, 7, 32])
@@ -121,3 +131,67 @@ def test_one_tile_with_its_own_statistics_is_the_plain_forward(preset: str) -> N
     assert len(hook.sums) == sum(isinstance(m, Attention) for m in model.modules())
     assert torch.allclose(hooked, plain, atol=1e-5)
     assert all(m.stats_hook is None for m in model.modules() if isinstance(m, Attention))  # uninstalled
+
+
+# ----------------------------------------------------------------------------------------------------- memory
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the tensor storages created inside the block that are still alive, and their maximum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.numel() >= 1024:  # smaller ones cannot be image-sized here
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key not in self.live:
+                    self.live[key] = storage.nbytes()
+                    self.current += storage.nbytes()
+                    self.peak = max(self.peak, self.current)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+
+@pytest.mark.parametrize("stats", ["global", "local"])
+def test_tiled_memory_follows_the_tile_not_the_image(stats: str, monkeypatch) -> None:
+    """Two images tiled with the same tiles: the larger may only hold a larger output canvas (and input).
+
+    Holding the tiles' outputs, a float64 or padded copy of the image, a full-size weight map, or a feature map
+    of the whole image would each add at least a third of the canvas difference and fail this."""
+    import diffir.pipelines.restorer as restorer_module
+
+    tiles: list[tuple[str, int, int]] = []
+
+    def spying(name: str):
+        real = getattr(restorer_module, name)
+
+        def spy(*args, **kwargs):
+            grid = next(a for a in args if hasattr(a, "tile_h"))
+            tiles.append((name, grid.tile_h, grid.tile_w))
+            return real(*args, **kwargs)
+        return spy
+
+    for name in ("run_tiled", "whole_image_attention"):
+        monkeypatch.setattr(restorer_module, name, spying(name))
+    r = diffir.Restorer(tiny_model("diffir_sr_x4_s2"), tile=32, tile_overlap=8, tile_stats=stats)
+    sizes = [(32, 104), (32, 200)]  # 4 and 8 tiles of 32×32
+    peaks = []
+    with torch.no_grad():
+        r._run_network(torch.rand(1, 3, 32, 56))  # warm-up outside the measurement
+        for h, w in sizes:
+            tiles.clear()
+            with _LiveBytes() as live:
+                out = r._run_network(torch.rand(1, 3, h, w))  # the (padded) prediction, before post-processing
+            peaks.append((live.peak, sorted(tiles)))
+    assert out.shape == (1, 3, 4 * 32, 4 * 200)
+    assert peaks[0][1] == peaks[1][1] and len(peaks[0][1]) == (2 if stats == "global" else 1)  # same tiles
+    canvas = [3 * 4 * h * w * 16 for h, w in sizes]  # float32 ×4 output
+    lq = [3 * 4 * h * w for h, w in sizes]
+    assert peaks[1][0] - peaks[0][0] <= (canvas[1] - canvas[0]) + 2 * (lq[1] - lq[0]), (peaks, canvas)

@@ -1,14 +1,20 @@
 """Overlapping tiles blended with a smooth window; the full image never leaves CPU memory.
 
-Layout along each axis: tiles of ``tile`` pixels every ``tile − overlap`` pixels, the last one flush with
-the end.  Starts, sizes and overlaps are multiples of ``align`` (the network's size multiple) so every tile
-sees the same pixel-unshuffle / down-sampling phase as the whole image would.
+Layout along each axis: as few tiles as a ``tile``-pixel maximum and an ``overlap`` allow, all of one size
+(the smallest that covers the axis with them) and spread evenly, the first flush with the start and the last
+with the end.  Starts, sizes and overlaps are multiples of ``align`` (the network's size multiple) so every
+tile sees the same pixel-unshuffle / down-sampling phase as the whole image would.  (Tiles of exactly ``tile``
+pixels every ``tile − overlap`` pixels would push the last tile back to the end, overlapping its neighbour by
+up to a whole tile: 960 pixels in 256-pixel tiles overlapping by 32 would be 1280 pixels of work, 1120 here.)
 
 Blending: each tile's output is weighted by a separable window that is 1 in its interior and falls with a
 sin² ramp across each overlap it shares with a neighbour (no ramp at image borders).  Two facing ramps sum to
 exactly 1, and the accumulated weights are divided out anyway, so an irregular last overlap is still a proper
 weighted average.  Because every tile's window is ``w_row(y)·w_col(x)``, the total weight is the outer product
 of two 1-D sums, and no full-size weight map is needed.
+
+Memory: besides one batch of tiles and its outputs, only the float32 output canvas is image-sized; tiles are
+added into it in place (``addcmul_``) and it is normalised in place.
 """
 
 from __future__ import annotations
@@ -45,24 +51,30 @@ def align_down(value: int, align: int) -> int:
 
 
 def make_grid(height: int, width: int, tile: int, overlap: int, align: int) -> TileGrid:
-    """Tile layout for an image whose sides are multiples of ``align``."""
+    """Tile layout for an image whose sides are multiples of ``align``; ``tile`` is the largest tile side."""
     if height % align or width % align:
         raise ValueError(f"image {height}x{width} is not padded to a multiple of {align}")
     tile = align_down(tile, align)
-    tile_h, tile_w = min(tile, height), min(tile, width)
     # Overlap rounded up to the alignment, and kept below the tile so that tiles advance.
-    overlap = min(-(-max(overlap, 0) // align) * align, min(tile_h, tile_w) - align)
+    overlap = min(-(-max(overlap, 0) // align) * align, min(tile, height, width) - align)
     overlap = max(overlap, 0)
-    return TileGrid(_starts(height, tile_h, overlap), _starts(width, tile_w, overlap), tile_h, tile_w, overlap)
+    tile_h, ys = _axis(height, tile, overlap, align)
+    tile_w, xs = _axis(width, tile, overlap, align)
+    return TileGrid(ys, xs, tile_h, tile_w, overlap)
 
 
-def _starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
+def _axis(length: int, tile: int, overlap: int, align: int) -> tuple[int, tuple[int, ...]]:
+    """(tile size, starts) along one axis: the fewest tiles of at most ``tile`` that overlap by at least
+    ``overlap``, shrunk to the smallest aligned size that still covers ``length``, starts spread evenly."""
     if length <= tile:
-        return (0,)
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return tuple(starts)
+        return length, (0,)
+    count = -(-(length - overlap) // (tile - overlap))
+    # n tiles of size t overlapping by ``overlap`` cover n·t − (n−1)·overlap pixels.
+    size = min(tile, -(-(length + (count - 1) * overlap) // (count * align)) * align)
+    span = length - size  # multiple of align; (count − 1)·(size − overlap) >= span, so no gap
+    starts = [i * span // (count - 1) // align * align for i in range(count)]
+    starts[-1] = span
+    return size, tuple(starts)
 
 
 def window_1d(size: int, ramp: int, ramp_start: bool, ramp_end: bool) -> torch.Tensor:
@@ -84,6 +96,14 @@ def _axis_windows(starts: tuple[int, ...], tile: int, overlap: int, scale: int) 
     return [window_1d(tile * scale, overlap * scale, i > 0, i < last) for i in range(len(starts))]
 
 
+def canvas(lq: torch.Tensor, scale: int, out_channels: int = 3) -> torch.Tensor:
+    """The float32 output buffer of :func:`run_tiled` for ``lq``.  Allocating it before the other passes over
+    the tiles keeps this long-lived block out of the holes their freed activations leave (a freed block is
+    reused by the allocator, and a long-lived one in its middle splits it for every tile after)."""
+    _, _, height, width = lq.shape
+    return torch.zeros(1, out_channels, height * scale, width * scale, dtype=torch.float32)
+
+
 def run_tiled(
     fn: TileFn,
     lq: torch.Tensor,
@@ -92,14 +112,19 @@ def run_tiled(
     out_channels: int = 3,
     batch_size: int = 1,
     progress: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply ``fn`` (tiles (N, C, th, tw) → (N, out_channels, th·scale, tw·scale)) over ``grid`` and blend.
 
-    ``lq`` is a (1, C, H, W) CPU tensor; the result is a float32 (1, out_channels, H·scale, W·scale) CPU tensor.
-    ``fn`` is responsible for moving tiles to its device and the outputs back.
+    ``lq`` is a (1, C, H, W) CPU tensor; the result is a float32 (1, out_channels, H·scale, W·scale) CPU tensor:
+    ``out`` if given (overwritten; see :func:`canvas`), else a new one.  ``fn`` is responsible for moving tiles
+    to its device and the outputs back.
     """
     _, _, height, width = lq.shape
-    out = torch.zeros(1, out_channels, height * scale, width * scale, dtype=torch.float32)
+    if out is None:
+        out = canvas(lq, scale, out_channels)
+    else:
+        out.zero_()
     wy = _axis_windows(grid.ys, grid.tile_h, grid.overlap, scale)
     wx = _axis_windows(grid.xs, grid.tile_w, grid.overlap, scale)
     row_total = torch.zeros(height * scale)
@@ -121,9 +146,11 @@ def run_tiled(
             result = fn(tiles).to("cpu", torch.float32)
             for n, (i, j, y, x) in enumerate(chunk):
                 weight = wy[i][:, None] * wx[j][None, :]
-                out[0, :, y * scale: y * scale + th, x * scale: x * scale + tw] += result[n] * weight
+                out[0, :, y * scale: y * scale + th, x * scale: x * scale + tw].addcmul_(result[n], weight)
+            del result
             bar.update(len(chunk))
     finally:
         bar.close()
-    out /= row_total[:, None] * col_total[None, :]
+    # Divide by the total weight row by row and column by column: no image-sized weight map.
+    out.div_(row_total[:, None]).div_(col_total)
     return out
