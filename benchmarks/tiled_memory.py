@@ -1,13 +1,16 @@
 """Peak memory of tiled restoration: it should follow the tile size, not the image size.
 
-Each cell restores one image (barbara resized to W×H) in a **fresh process** and reports that process's peak RSS
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``), the RSS right before the restore (interpreter, torch and the
-model), and the restore time.  Two image sizes with the same tile should peak within the size of the output
-image itself (the float32 canvas, 4·3·H·W·scale² bytes, about 100 MB at 3840×2160); the tile size is what should
-move the peak.
+Each cell restores one image (barbara resized to W×H) with ``diffir.Restorer`` in a **fresh process** and reports
+that process's peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) twice: when the tiled inference is done
+(condition, statistics pass, blended tiles: the padded float32 prediction) and at the end of ``restore`` (which
+then also converts the prediction to a uint8 array).  Also: the RSS right before the restore (interpreter, torch,
+the model), the output tile actually used (``tile`` is the largest side; the layout evens out the tiles), and the
+restore time (the machine may be shared: compare times within a table only).
 
-    python benchmarks/tiled_memory.py                                  # bundled x4 model: 480×270 and 960×540,
-                                                                       # tiles 256 and 128, both statistics
+The default sizes, 600×380 and 960×540, get the same tiles for tiles of 256 and of 128, so only the output
+image differs between them: the float32 canvas (4·3·H·W·16 bytes ×4 SR: 44 and 100 MB) and its conversion.
+
+    python benchmarks/tiled_memory.py                                  # bundled x4 model, tiles auto and 256
     python benchmarks/tiled_memory.py --model diffir_sr_x4_s2          # official-size preset, random weights
     python benchmarks/tiled_memory.py --sizes 960x540 --tiles auto --stats global
 """
@@ -32,6 +35,10 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
@@ -48,28 +55,33 @@ def child(args: argparse.Namespace) -> None:
     model = args.model if args.model in BUNDLED else diffir.create_model(args.model).eval()
     tile = args.tile if args.tile == "auto" else int(args.tile)
     r = diffir.Restorer(model, tile=tile, tile_overlap=args.overlap, tile_stats=args.stats, device="cpu")
-    grids = []
-    run_tiled = restorer_module.run_tiled
+    seen: dict[str, object] = {"tile": "whole"}
+    run_tiled, run_network = restorer_module.run_tiled, r._run_network
 
-    def spy(fn, lq, grid, *args, **kwargs):  # records the output tile actually used
-        grids.append(f"{grid.tile_w}×{grid.tile_h}")
-        return run_tiled(fn, lq, grid, *args, **kwargs)
+    def tiles_spy(fn, lq, grid, *rest, **kwargs):  # the output tile actually used
+        seen["tile"] = f"{grid.tile_w}×{grid.tile_h}"
+        return run_tiled(fn, lq, grid, *rest, **kwargs)
 
-    restorer_module.run_tiled = spy
+    def network_spy(x):  # the peak once the padded prediction exists
+        out = run_network(x)
+        seen["inference_mb"] = _peak_mb()
+        return out
+
+    restorer_module.run_tiled = tiles_spy
+    r._run_network = network_spy
     before = _rss_mb()
     t0 = time.perf_counter()
     out = r.restore(lq)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"before_mb": before, "peak_mb": peak, "seconds": seconds, "out": list(out.shape),
-                      "tile": grids[0] if grids else "whole"}))
+    print(json.dumps({"before_mb": before, "peak_mb": _peak_mb(), "seconds": seconds, "out": list(out.shape),
+                      **seen}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="diffir_sr_x4_small", help="bundled model or preset (random weights)")
     parser.add_argument("--sizes", default="600x380,960x540", help="comma-separated LR sizes WxH")
-    parser.add_argument("--tiles", default="256,128", help="comma-separated LR tile sizes (or auto)")
+    parser.add_argument("--tiles", default="auto,256", help="comma-separated largest LR tile sides (or auto)")
     parser.add_argument("--stats", default="global,local", help="tile_stats values to run")
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -82,8 +94,8 @@ def main() -> None:
         child(args)
         return
     print(f"model {args.model}, overlap {args.overlap}, {args.threads} thread(s); peak RSS of a fresh process")
-    print("| LR size | output | tile (used) | stats | RSS before restore | peak RSS | time |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| LR size | output | tile (used) | stats | RSS before | peak: inference | peak: restore | time |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for tile in args.tiles.split(","):
         for stats in args.stats.split(","):
             for size in args.sizes.split(","):
@@ -94,9 +106,9 @@ def main() -> None:
                     print(res.stderr, file=sys.stderr)
                     continue
                 d = json.loads(res.stdout.strip().splitlines()[-1])
-                out = f"{d['out'][1]}×{d['out'][0]}"
-                print(f"| {size.replace('x', '×')} | {out} | {tile} ({d['tile']}) | {stats} | "
-                      f"{d['before_mb']:.0f} MB | {d['peak_mb']:.0f} MB | {d['seconds']:.1f} s |", flush=True)
+                print(f"| {size.replace('x', '×')} | {d['out'][1]}×{d['out'][0]} | {tile} ({d['tile']}) | {stats} | "
+                      f"{d['before_mb']:.0f} MB | {d['inference_mb']:.0f} MB | {d['peak_mb']:.0f} MB | "
+                      f"{d['seconds']:.1f} s |", flush=True)
 
 
 if __name__ == "__main__":

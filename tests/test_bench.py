@@ -144,9 +144,9 @@ def test_fresh_alternates_paths(sr_weights, monkeypatch) -> None:
     monkeypatch.setattr(suite, "run_worker_checked", fake_worker)
     report = run_bench([str(sr_weights)], [SIZE], device="cpu", path="both", repeats=2, threads=1, fresh=True,
                        peak_size=64)
-    # one untimed warm-up process on a small image, then fast, reference, fast, reference
-    assert [s["path"] for s in specs] == ["fast", "fast", "reference", "fast", "reference"]
-    assert [(s["height"], s["width"]) for s in specs[1:]] == [(SIZE, SIZE)] * 4
+    # one untimed warm-up process per path at the timed size, then fast, reference, fast, reference
+    assert [s["path"] for s in specs] == ["fast", "reference"] * 3
+    assert [(s["height"], s["width"]) for s in specs] == [(SIZE, SIZE)] * 6
     assert all(s["source"] == {"model": str(sr_weights.resolve())} for s in specs)
     row = report.rows[0]
     assert math.isclose(row.speedup(), 3.0) and math.isclose(row.paired_speedup(), 3.0)

@@ -33,10 +33,12 @@ Region = tuple[int, int, int, int]  # y0, y1, x0, x1 in tile input pixels
 Sums = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # Σ q·kᵀ (heads, c, c), Σ q² (heads, c), Σ k² (heads, c)
 _EPS = 1e-12  # F.normalize's eps
 
-#: Context kept on every inner side of a statistics tile's core (input pixels, before rounding up to the
-#: network's size multiple): the cores' features then differ from the whole image's only through the
-#: attention statistics upstream, not through the zero padding at the tile's edge.
-STATS_MARGIN = 16
+#: Context kept on every inner side of a statistics tile's core (input pixels; the overlap, twice this, is
+#: rounded up to the network's size multiple): the cores' features then differ from the whole image's mostly
+#: through the attention statistics upstream, not through the zero padding at the tile's edge.  Measured on
+#: barbara 960×540, bundled ×4 model, mean |tiled − whole| in grey levels with 128/32 output tiles: 0.023 with
+#: 4, 0.0084 with 8, 0.0086 with 16 (and 0.045 without context on a 128² image).
+STATS_MARGIN = 8
 
 
 def stats_grid(height: int, width: int, tile: int, align: int, margin: int = STATS_MARGIN) -> TileGrid:

@@ -50,12 +50,27 @@ def _from_numpy(a: np.ndarray) -> tuple[torch.Tensor, Back]:
     x = x.permute(2, 0, 1)[None].contiguous()
 
     def back(y: torch.Tensor) -> np.ndarray:
-        out = y[0].permute(1, 2, 0).clamp(0, 1).numpy()
-        # Integers are rounded, as BasicSR's tensor2img does.
-        out = np.rint(out * _INT_MAX[dtype]).astype(dtype) if dtype in _INT_MAX else out.astype(dtype)
+        out = _to_array(y[0], dtype)
         return out[..., 0] if squeeze else out
 
     return x, back
+
+
+#: Values converted per step of :func:`_to_array`: its temporaries stay a few MB whatever the image size.
+_CHUNK_VALUES = 1 << 21
+
+
+def _to_array(y: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """(C, H, W) float image → (H, W, C) array of ``dtype``, clamped to [0, 1] and, for integers, scaled and
+    rounded (as BasicSR's tensor2img).  Converted a band of rows at a time into the result, so that a 4K
+    output needs the result's bytes, not three float copies of the image on top of it."""
+    channels, height, width = y.shape
+    out = np.empty((height, width, channels), dtype)
+    step = max(1, _CHUNK_VALUES // max(1, channels * width))
+    for top in range(0, height, step):
+        band = y[:, top:top + step].permute(1, 2, 0).clamp(0, 1).numpy()
+        out[top:top + step] = np.rint(band * _INT_MAX[dtype]) if dtype in _INT_MAX else band
+    return out
 
 
 def _check_float_range(x: torch.Tensor) -> torch.Tensor:

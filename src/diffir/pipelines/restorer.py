@@ -44,13 +44,16 @@ from diffir.pipelines.prior import condition_tiled
 from diffir.pipelines.tiling import TileGrid, align_down, canvas, make_grid, run_tiled
 from diffir.runtime import keep_freed_memory
 
-#: ``tile="auto"``: images whose padded LQ side exceeds this are tiled with tiles of this size (LQ pixels).
-#: ×4 SR works on 16× more output pixels per LQ pixel, hence the smaller tile.
-AUTO_TILE = {4: 256, 2: 384, 1: 512}
-#: Statistics pass (``tile_stats="global"``): its tile side relative to the output tile, by scale.  The body
-#: without the ×4 SR tail takes about half the memory per pixel of a whole ×4 restore (measured: 438 vs 623 MB
-#: above the process for a 256² tile of the bundled model, 828 vs 1423 MB for the official-size one).
-STATS_TILE = {4: 1.0, 2: 1.0, 1: 1.0}
+#: ``tile="auto"``: images whose padded LQ side exceeds this are tiled with tiles of at most this size (LQ
+#: pixels).  ×4 SR works on 16× more output pixels per LQ pixel, hence the smaller tile: with 128 a 960×540 →
+#: 3840×2160 restore by the official-size network peaked at 1247 MiB RSS on a CPU (whole process, whole-image
+#: statistics; 1747 MiB with 256), see docs/restore.md, "Tiling".
+AUTO_TILE = {4: 128, 2: 384, 1: 512}
+#: Statistics pass of ``tile_stats="global"``: its largest tile side relative to the output tile, by SR scale
+#: (others: 1).  The ×4 body without its SR tail holds about half the tensor bytes per pixel of a whole restore
+#: (measured: 141 vs 305 MB for a 208×224 tile of the bundled ×4 model, 173 vs 313 MB for a 120×128 tile of the
+#: official-size one), so 1.5× the side costs about the memory of an output tile, with fewer tiles to overlap.
+STATS_TILE = {4: 1.5}
 #: Luma weights (ITU-R BT.601, as Pillow's RGB→L) used to return gray images as gray.
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
@@ -61,8 +64,9 @@ class Restorer:
     Args:
         model: a stage-2 model (``DiffIRS2``, ``HIDiffS2`` ...), a checkpoint path, or a model name (see
             ``diffir restore --help``).
-        tile: LQ tile size in pixels; ``0`` = whole image; ``"auto"`` = tile only images larger than
-            ``AUTO_TILE`` (the default).  Rounded down to the model's size multiple.
+        tile: largest LQ tile side in pixels; ``0`` = whole image; ``"auto"`` = tile only images larger than
+            ``AUTO_TILE`` (the default).  Rounded down to the model's size multiple; the tiles actually used are
+            as few as this allows and shrunk to even out their overlaps.
         tile_overlap: overlap between neighbouring tiles (LQ pixels), blended with a sin² window.
         tile_stats: ``"global"`` (default): a first pass over the tiles gathers whole-image attention
             statistics that every tile then uses (tiled ≈ untiled, one extra pass of the network body);
@@ -160,7 +164,7 @@ class Restorer:
         outs = []
         for b in range(x.shape[0]):
             outs.append(self.restore_float(x[b: b + 1], None if hole is None else hole[b % hole.shape[0]][None]))
-        return back(torch.cat(outs))
+        return back(outs[0] if len(outs) == 1 else torch.cat(outs))
 
     @torch.no_grad()  # not inference_mode: results handed back to the caller stay usable with autograd
     def restore_float(self, x: torch.Tensor, hole: torch.Tensor | None = None) -> torch.Tensor:
@@ -184,7 +188,7 @@ class Restorer:
         if self.outscale is not None and self.outscale != scale:
             size = (max(1, round(height * self.outscale)), max(1, round(width * self.outscale)))
             pred = _resize(pred, size)
-        return pred.clamp(0, 1)
+        return pred.clamp_(0, 1)  # in place: pred is always this method's own tensor (4K: 100 MB saved)
 
     # ---------------------------------------------------------------------------------------------- internals
     def _check_mask(self, mask: Any, x: torch.Tensor) -> torch.Tensor | None:
@@ -270,7 +274,7 @@ class Restorer:
         """First tiling pass: whole-image attention statistics (``tile_stats="global"``), or None.
 
         It runs on its own layout (:func:`~diffir.pipelines.attention_stats.stats_grid`): tiles up to
-        ``STATS_TILE`` times the output tile (the body without the ×2/×4 SR tail needs less memory per pixel
+        ``STATS_TILE`` times the output tile (the body without the ×4 SR tail needs less memory per pixel
         than a whole restore), overlapping only by the context margin around their cores."""
         if self.tile_stats != "global" or not self.descriptor.attention_statistics:
             return None
@@ -281,7 +285,7 @@ class Restorer:
                 self.model.attention_pass(tiles, _batched(prior, tiles.shape[0]))
 
         align = self.descriptor.size_multiple
-        factor = STATS_TILE.get(self.scale if self.task == "sr" else 1, 1.0)
+        factor = STATS_TILE.get(self.scale, 1.0) if self.task == "sr" else 1.0
         grid = stats_grid(*padded.shape[-2:], align_down(int(tile * factor), align), align)
         hook = whole_image_attention(self.model, features, padded, grid, align, self.batch_size, self.progress)
         if not sums_are_finite(hook) and self.dtype != torch.float32:
