@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / cfg.name)
     if args.resume is None:
         check_resumable(out)
-    dist = DistContext.from_env(cfg.train.device)
+    dist = DistContext.join(cfg.train.device)
     try:
         trainer = Trainer(cfg, out, resume=args.resume, from_s1=args.from_s1, from_s2=args.from_s2, dist=dist,
                           progress=not args.no_progress)

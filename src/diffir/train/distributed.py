@@ -19,37 +19,28 @@ from torch import nn
 from diffir.runtime.job import Shard
 
 
-@dataclass
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
+@dataclass(frozen=True)
+class DistContext(Shard):
+    """This process's place in the job (:class:`~diffir.runtime.job.Shard`) and the device its collectives use."""
+
     #: where small collective tensors live (NCCL cannot reduce CPU tensors)
     device: torch.device = torch.device("cpu")
 
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
     @classmethod
-    def from_env(cls, device: str = "auto") -> DistContext:
+    def join(cls, device: str = "auto") -> DistContext:
         """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); otherwise single process."""
         place = Shard.from_env()
         if not place.enabled:
             return cls()
-        world, rank, local = place.world_size, place.rank, place.local_rank
         use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
         if not dist.is_initialized():
             backend = "nccl" if use_cuda else "gloo"
             if use_cuda:
-                torch.cuda.set_device(local)
+                torch.cuda.set_device(place.local_rank)
             dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
-        return cls(rank=rank, world_size=world, local_rank=local,
-                   device=torch.device("cuda", local) if use_cuda else torch.device("cpu"))
+        return cls(rank=place.rank, world_size=place.world_size, local_rank=place.local_rank,
+                   local_world_size=place.local_world_size,
+                   device=torch.device("cuda", place.local_rank) if use_cuda else torch.device("cpu"))
 
     def barrier(self) -> None:
         if self.enabled:
