@@ -131,7 +131,7 @@ def test_error_messages_are_one_line(tmp_path) -> None:
     (tmp_path / "empty.safetensors").write_bytes(b"")
     torch.save({"weights": {"conv.weight": torch.zeros(3)}}, tmp_path / "other.pth")
     cases = {
-        "missing": (tmp_path / "nope.pth", "checkpoint not found"),
+        "missing": (tmp_path / "nope.pth", "no such file or folder"),
         "text": (tmp_path / "text.pth", "not a PyTorch or safetensors checkpoint"),
         "empty": (tmp_path / "empty.safetensors", "unreadable safetensors file"),
         "other": (tmp_path / "other.pth", "not the weights of a known architecture"),
@@ -158,7 +158,7 @@ def test_cli_convert_and_info(tmp_path) -> None:
     assert "scale                  2" in res.stdout and "MACs at 16x16" in res.stdout
     res = run("info", str(tmp_path / "missing.pth"))
     assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and "checkpoint not found" in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "no such file or folder" in res.stderr
     assert "Traceback" not in res.stderr
 
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import diffir
-from conftest import require_shared, tiny_model
+from conftest import shared_data, tiny_model
 from diffir.cli import main
 
 
@@ -31,7 +31,7 @@ def _no_temp_files(folder) -> bool:
 
 
 def test_folder_with_bad_files_mixed_in(tmp_path, sr_weights, capsys) -> None:
-    lr = require_shared("data", "realsr", "RealSR", "LR")
+    lr = shared_data("realsr", "RealSR", "LR")
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
     for name in ("Canon_001_LR4.png", "Canon_002_LR4.png"):
@@ -81,7 +81,7 @@ def _inpaint_run_dirs(tmp_path):
 
 
 def test_inpainting_folder_with_masks_and_a_wrong_size_mask(tmp_path, capsys) -> None:
-    fixtures = require_shared("data", "inpaint", "fixtures", "EC_celeba")
+    fixtures = shared_data("inpaint", "fixtures", "EC_celeba")
     model, images, masks, out = _inpaint_run_dirs(tmp_path)
     for name in ("celeba_01.png", "celeba_02.png"):
         _crop_copy(fixtures / "images" / name, images / name, 48)
@@ -139,7 +139,7 @@ def test_warnings_are_single_lines_and_unexpected_errors_do_not_stop_the_run(tmp
 
 @pytest.mark.parametrize("extra,message", [
     (["-m", "no_such_model"], "diffir convert"),
-    (["-m", "weights/missing.pth"], "model file not found"),
+    (["-m", "weights/missing.pth"], "no such file or folder"),
 ])
 def test_model_errors_are_one_line(tmp_path, capsys, extra, message, monkeypatch) -> None:
     monkeypatch.setenv("DIFFIR_MODELS", str(tmp_path / "models"))
@@ -162,7 +162,7 @@ def test_unwritable_output_and_missing_input(tmp_path, sr_weights, capsys) -> No
 
 
 def test_lama_layout_images_and_masks_in_one_folder(tmp_path, capsys) -> None:
-    fixtures = require_shared("data", "inpaint", "fixtures", "EC_celeba")
+    fixtures = shared_data("inpaint", "fixtures", "EC_celeba")
     model = tmp_path / "inpaint.safetensors"
     diffir.save_model(tiny_model("diffir_inpaint_celeba_s2"), model)
     folder, out = tmp_path / "pairs", tmp_path / "out"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from conftest import require_shared
+from conftest import require_shared, shared_data
 from diffir.data import ImageFolderDataset, PairedImageDataset, build_degradation, read_image, seed_worker
 from diffir.data.transforms import dihedral, paired_random_crop
 from diffir.errors import DiffIRError
@@ -18,10 +18,12 @@ from diffir.errors import DiffIRError
 
 @pytest.fixture(scope="module")
 def set5():
-    return require_shared("data", "sr", "Set5")
+    """Set5 (HR + LR_bicubic), or its stand-in of generated images without the shared folder."""
+    return shared_data("sr", "Set5")
 
 
-def test_bicubic_degradation_matches_matlab_lr_sets(set5):
+def test_bicubic_degradation_matches_matlab_lr_sets():
+    set5 = require_shared("data", "sr", "Set5")  # the MATLAB-made LR files are the reference
     for scale in (2, 3, 4):
         deg = build_degradation(f"bicubic_x{scale}")
         for name in ("baby", "woman"):
@@ -82,7 +84,7 @@ def test_docs_data_snippet_runs_as_written(monkeypatch):
     """The first code block of docs/data.md runs unchanged on a CPU (DIFFIR_DATA = the reference data)."""
     from conftest import REPO
 
-    monkeypatch.setenv("DIFFIR_DATA", str(require_shared("data")))
+    monkeypatch.setenv("DIFFIR_DATA", str(shared_data()))
     text = (REPO / "docs" / "data.md").read_text()
     start = text.index("```python\n") + len("```python\n")
     code = text[start : text.index("```", start)]
@@ -131,7 +133,7 @@ def test_crop_and_augment_keep_pairs_aligned(h, w, scale, seed, ops):
 
 
 def test_image_folder_small_images_padded_and_worker_loader():
-    t91 = require_shared("data", "train", "T91")
+    t91 = shared_data("train", "T91")
     ds = ImageFolderDataset(t91, patch_size=96, augment=True, repeat=2)
     assert len(ds) == 2 * 91
     small = next(i for i, p in enumerate(ds.files) if p.name == "t20.png")  # 78x78

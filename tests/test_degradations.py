@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import require_shared
+from conftest import require_shared, shared_data
 from diffir.data import (
     ImageFolderDataset,
     ProgressiveSchedule,
@@ -27,9 +27,9 @@ from diffir.errors import ConfigError
 
 @pytest.fixture(scope="module")
 def patches() -> torch.Tensor:
-    """Four real 96x96 training patches (BSD200), fixed crops."""
+    """Four real 96x96 training patches (BSD200; generated stand-ins without the shared folder), fixed crops."""
     torch.manual_seed(0)
-    ds = ImageFolderDataset(require_shared("data", "train", "BSD200"), patch_size=96, augment=False)
+    ds = ImageFolderDataset(shared_data("train", "BSD200"), patch_size=96, augment=False)
     return torch.stack([ds[i]["gt"] for i in range(4)])
 
 
@@ -159,7 +159,7 @@ def test_noise_models():
 
 
 def test_motion_kernels_real_and_trajectories():
-    bank = load_kernels(require_shared("data", "deblur", "kernels"))
+    bank = load_kernels(shared_data("deblur", "kernels"))
     assert len(bank) >= 14  # 12 in kernels_12.mat + 2 PNGs (+ 8 Levin kernels when h5py is installed)
     for k in bank:
         assert abs(float(k.sum()) - 1) < 1e-6 and k.min() >= 0
@@ -172,7 +172,7 @@ def test_motion_kernels_real_and_trajectories():
     supports = [_support(k) for k in traj]
     assert min(supports) >= 2 and sum(supports) / len(supports) > 6  # strokes, not points
 
-    deg = build_degradation("motion_blur", kernel_dir=require_shared("data", "deblur", "kernels"))
+    deg = build_degradation("motion_blur", kernel_dir=shared_data("deblur", "kernels"))
     out = deg(torch.rand(3, 3, 80, 80), torch.Generator().manual_seed(2))
     assert out["kernel"].shape[0] == 3 and out["kernel"].shape[-1] % 2 == 1
     assert torch.allclose(out["kernel"].sum((1, 2)), torch.ones(3), atol=1e-5)
@@ -182,7 +182,7 @@ def test_mat_reader_matches_scipy():
     scipy_io = pytest.importorskip("scipy.io")
     from diffir.data.matfile import read_mat
 
-    path = require_shared("data", "deblur", "kernels", "kernels_12.mat")
+    path = shared_data("deblur", "kernels", "kernels_12.mat")  # stand-in: written by scipy, compressed
     ours, ref = read_mat(path)["kernels"], scipy_io.loadmat(str(path))["kernels"]
     assert ours.shape == ref.shape
     for i in range(ref.shape[1]):

@@ -63,7 +63,7 @@ def test_16bit_colour_keeps_its_depth(tmp_path, ext: str, channels: int) -> None
 
 def test_16bit_colour_without_opencv_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` fail
-    with pytest.raises(ImageError, match=r"diffir\[images\]"):
+    with pytest.raises(ImageError, match=r"diffir-toolkit\[images\]"):
         write_image(tmp_path / "c.png", _pixels(3, np.uint16))
 
 

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import require_shared
+from conftest import shared_data
 from diffir.data import InpaintDataset, LamaMaskGenerator, build_degradation
 from diffir.data.masks import BoxMaskSpec, IrregularMaskSpec
 
@@ -93,7 +93,7 @@ def test_lama_mask_degradation_and_inpaint_dataset():
     assert out["lq"].shape == (2, 4, 64, 64) and out["mask"].shape == (2, 1, 64, 64)
     assert torch.equal(out["lq"][:, :3], gt * (1 - out["mask"])) and torch.equal(out["lq"][:, 3:], out["mask"])
 
-    ds = InpaintDataset(require_shared("data", "inpaint", "celeba_hq_256"), patch_size=256)
+    ds = InpaintDataset(shared_data("inpaint", "celeba_hq_256"), patch_size=256)
     item = ds[0]
     assert item["gt"].shape == (3, 256, 256) and item["mask"].shape == (1, 256, 256)
     assert item["lq"].shape == (4, 256, 256)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import require_shared
+from conftest import require_shared, shared_dir
 from diffir.data.imresize import imresize
 from diffir.metrics import calculate_psnr, calculate_psnr_pt, calculate_ssim, calculate_ssim_pt, rgb2ycbcr
 
@@ -94,17 +94,33 @@ def test_live_against_scikit_image_random():
         assert abs(calculate_ssim(a, b, crop, test_y_channel=y) - ref_ssim) < 1e-9
 
 
-def test_live_against_scikit_image_on_real_images():
-    """Set5 (bicubic x4 of the MATLAB LR files) and a greyscale Set14 image, Y/crop 4 and RGB/crop 0."""
-    set5 = require_shared("data", "sr", "Set5")
+def _skimage_photo_cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Without the shared folder: scikit-image's bundled public-domain / CC0 photographs, bicubic x4 down and up."""
+    data = pytest.importorskip("skimage.data", reason="the live cross-check needs scikit-image")
     cases = []
-    for name in SET5_BICUBIC_X4:
-        hr = np.array(Image.open(set5 / "HR" / f"{name}.png").convert("RGB"))
-        lr = np.array(Image.open(set5 / "LR_bicubic" / "X4" / f"{name}x4.png").convert("RGB"))
-        cases.append((name, imresize(lr, 4), hr[: lr.shape[0] * 4, : lr.shape[1] * 4]))
-    bridge = require_shared("data", "sr", "Set14", "HR", "bridge.png")  # mode "L": read as grey x 3
-    grey = np.repeat(np.array(Image.open(bridge))[..., None], 3, axis=2)[:508, :508]
-    cases.append(("bridge", imresize(imresize(grey, 1 / 4), 4), grey))
+    for name in ("astronaut", "coffee", "chelsea", "camera"):  # camera is greyscale: read as grey x 3
+        img = getattr(data, name)()
+        img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+        gt = img[: img.shape[0] // 4 * 4, : img.shape[1] // 4 * 4]
+        cases.append((name, imresize(imresize(gt, 1 / 4), 4), gt))
+    return cases
+
+
+def test_live_against_scikit_image_on_real_images():
+    """Set5 (bicubic x4 of the MATLAB LR files) and a greyscale Set14 image, Y/crop 4 and RGB/crop 0; without the
+    shared folder, scikit-image's own photographs instead (colour and greyscale)."""
+    if not (shared_dir() / "data").is_dir():
+        cases = _skimage_photo_cases()
+    else:
+        set5 = require_shared("data", "sr", "Set5")
+        cases = []
+        for name in SET5_BICUBIC_X4:
+            hr = np.array(Image.open(set5 / "HR" / f"{name}.png").convert("RGB"))
+            lr = np.array(Image.open(set5 / "LR_bicubic" / "X4" / f"{name}x4.png").convert("RGB"))
+            cases.append((name, imresize(lr, 4), hr[: lr.shape[0] * 4, : lr.shape[1] * 4]))
+        bridge = require_shared("data", "sr", "Set14", "HR", "bridge.png")  # mode "L": read as grey x 3
+        grey = np.repeat(np.array(Image.open(bridge))[..., None], 3, axis=2)[:508, :508]
+        cases.append(("bridge", imresize(imresize(grey, 1 / 4), 4), grey))
     for name, out, gt in cases:
         for crop, y in ((4, True), (0, False)):
             ref_psnr, ref_ssim = _skimage_psnr_ssim(out, gt, crop, y)

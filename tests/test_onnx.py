@@ -152,7 +152,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch) -> None:
     assert "opset 9 is not supported: choose 13..20" in _error(["export", "onnx", str(s2), str(out), "--opset", "9"],
                                                               capsys)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    assert "pip install 'diffir[onnx]'" in _error(["export", "onnx", str(s2), str(out)], capsys)
+    assert "pip install 'diffir-toolkit[onnx]'" in _error(["export", "onnx", str(s2), str(out)], capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.safetensors", "s2.safetensors"]
 
 

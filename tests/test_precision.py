@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import diffir
-from conftest import require_shared, tiny_model
+from conftest import shared_data, tiny_model
 from diffir.cli import main
 from diffir.errors import DiffIRError
 from diffir.pipelines import precision
@@ -91,7 +91,7 @@ def _autocast_dtype() -> torch.dtype | None:
 
 
 def _real_crop(size: int = 32) -> torch.Tensor:
-    path = require_shared("data", "sr", "Set5", "LR_bicubic", "X4", "babyx4.png")
+    path = shared_data("sr", "Set5", "LR_bicubic", "X4", "babyx4.png")
     with Image.open(path) as im:
         a = np.asarray(im.convert("RGB"))[40: 40 + size, 40: 40 + size]
     return torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
@@ -276,7 +276,7 @@ def cli_inputs(tmp_path, sr4):
     diffir.save_model(sr4, weights)
     inp = tmp_path / "in"
     inp.mkdir()
-    with Image.open(require_shared("data", "sr", "Set5", "LR_bicubic", "X4", "birdx4.png")) as im:
+    with Image.open(shared_data("sr", "Set5", "LR_bicubic", "X4", "birdx4.png")) as im:
         im.crop((0, 0, 24, 20)).save(inp / "bird.png")
     shutil.copy(inp / "bird.png", inp / "bird2.png")
     return weights, inp, tmp_path / "out"

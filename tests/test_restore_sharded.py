@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import diffir
-from conftest import REPO, require_shared, tiny_model
+from conftest import REPO, shared_data, tiny_model
 from diffir.errors import DiffIRError
 from diffir.pipelines import sharding
 from diffir.pipelines.sharding import Shard, fair_threads, rank_device, shard
@@ -85,7 +85,7 @@ def _lines(err: str, start: str) -> list[str]:
 
 
 def test_torchrun_two_processes_restore_each_file_once(tmp_path) -> None:
-    lr = require_shared("data", "sr", "Set5", "LR_bicubic", "X4")
+    lr = shared_data("sr", "Set5", "LR_bicubic", "X4")
     model = tmp_path / "tiny.safetensors"
     diffir.save_model(tiny_model("diffir_sr_x4_s2"), model)
     inp = tmp_path / "in"

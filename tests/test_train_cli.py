@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import diffir
-from conftest import REPO, require_shared
+from conftest import REPO, shared_data
 from diffir.cli import main
 
 CONFIGS = REPO / "configs" / "tiny"
@@ -27,7 +27,7 @@ FAST = ["--set", "data.train.patch_size=32", "--set", "data.val.max_images=1", "
 
 @pytest.fixture
 def data_env(monkeypatch):
-    monkeypatch.setenv("DIFFIR_DATA", str(require_shared("data")))
+    monkeypatch.setenv("DIFFIR_DATA", str(shared_data()))  # generated stand-in without the shared folder
 
 
 
@@ -98,7 +98,7 @@ def test_hidiff_s1_s2_chain_then_restore_real_blur_pairs(tmp_path, data_env):
     assert "loss_kd" in _log(s2)[-1]  # L1(teacher prior, sampled prior) next to the pixel loss
     crops = tmp_path / "blurry"
     crops.mkdir()
-    pairs = sorted((require_shared("data", "deblur", "real_pairs", "blur")).glob("*.png"))
+    pairs = sorted((shared_data("deblur", "real_pairs", "blur")).glob("*.png"))
     for path in pairs:  # 100×76 crops (not multiples of 8): padding and cropping back are exercised
         Image.open(path).convert("RGB").crop((200, 200, 300, 276)).save(crops / path.name)
     assert main(["restore", "-m", str(s2), "-i", str(crops), "-o", str(tmp_path / "sharp"), "-q"]) == 0
@@ -140,9 +140,10 @@ def test_missing_dataset_folder_names_the_variable(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("DIFFIR_DATA", str(tmp_path / "nope"))
     assert _train("sr_x4_s1.yaml", tmp_path / "run", iters=1) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"diffir: error: image folder not found: {tmp_path}/nope/train/T91 (no such directory; "
+    assert err == (f"diffir: error: image folder not found: {tmp_path}/nope/train/T91 (no such folder; "
                    f"DIFFIR_DATA is {tmp_path}/nope: point it at the folder that holds train/T91, or edit "
-                   f"data.train.gt_dir in {CONFIGS / 'sr_x4_s1.yaml'})")
+                   f"data.train.gt_dir in {CONFIGS / 'sr_x4_s1.yaml'}; what it holds and where to get the public sets: "
+                   "docs/data.md)")
 
 
 def test_without_train_extra_one_line_not_a_traceback(tmp_path):
@@ -153,8 +154,8 @@ def test_without_train_extra_one_line_not_a_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr == ("diffir: error: diffir train needs the training extras: pip install 'diffir[train]' "
-                           "(pydantic is missing)\n")
+    assert done.stderr == ("diffir: error: diffir train needs the training extras: pip install "
+                           "'diffir-toolkit[train]' (in a checkout: pip install -e '.[train]') (pydantic is missing)\n")
     assert not (tmp_path / "r").exists()
 
 
@@ -162,7 +163,7 @@ def test_missing_tensorboard_warns_and_trains(tmp_path, data_env, monkeypatch, c
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # tensorboard not installed
     assert _train("sr_x4_s1.yaml", tmp_path / "run", "--set", "log.tensorboard=true", iters=1) == 0
     err = capsys.readouterr().err
-    assert err.count("log.tensorboard is on but tensorboard is not installed (pip install 'diffir[train]'") == 1
+    assert err.count("tensorboard is not installed (pip install 'diffir-toolkit[train]'") == 1
     assert not (tmp_path / "run" / "tb").exists() and (tmp_path / "run" / "log.jsonl").is_file()
 
 
@@ -188,7 +189,7 @@ def test_quiet_run_prints_no_progress_bar(tmp_path, data_env, capsys):
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, DIFFIR_DATA=str(require_shared("data")), OMP_NUM_THREADS="1")
+    env = dict(os.environ, DIFFIR_DATA=str(shared_data()), OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

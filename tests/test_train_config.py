@@ -102,12 +102,14 @@ def test_path_hint_names_the_variable_and_the_key(monkeypatch):
     monkeypatch.delenv("DIFFIR_DATA", raising=False)
     raw = "${DIFFIR_DATA:-../shared/data}/train/T91"
     assert path_hint(raw, "data.train.gt_dir", "c.yaml") == (
-        "set DIFFIR_DATA to the folder that holds train/T91, or edit data.train.gt_dir in c.yaml")
+        "set DIFFIR_DATA to the folder that holds train/T91, or edit data.train.gt_dir in c.yaml"
+        "; what it holds and where to get the public sets: docs/data.md")
     monkeypatch.setenv("DIFFIR_DATA", "/d")
     assert path_hint(raw, "data.train.gt_dir", "c.yaml") == (
-        "DIFFIR_DATA is /d: point it at the folder that holds train/T91, or edit data.train.gt_dir in c.yaml")
-    assert path_hint("${DIFFIR_DATA}", "data.val.lq_dir").endswith("point it at the data folder, "
-                                                                   "or edit data.val.lq_dir in the config")
+        "DIFFIR_DATA is /d: point it at the folder that holds train/T91, or edit data.train.gt_dir in c.yaml"
+        "; what it holds and where to get the public sets: docs/data.md")
+    assert path_hint("${DIFFIR_DATA}", "data.val.lq_dir").startswith("DIFFIR_DATA is /d: point it at the data "
+                                                                     "folder, or edit data.val.lq_dir in the config;")
     assert path_hint("/data/HR", "data.train.gt_dir", "c.yaml") == "edit data.train.gt_dir in c.yaml"
     assert path_hint("/data/HR", "data.train.gt_dir", "c.yaml", from_set=True) == "fix --set data.train.gt_dir"
 
@@ -127,7 +129,8 @@ def test_missing_dataset_folder_names_variable_and_key(tmp_path, monkeypatch):
         build_dataset(cfg.data.train, 4, "sr", train=True)
     assert str(err.value) == (
         f"image folder not found: ../shared/data/train/T91 (relative to the working directory {tmp_path}; "
-        f"set DIFFIR_DATA to the folder that holds train/T91, or edit data.train.gt_dir in {tiny})")
+        f"set DIFFIR_DATA to the folder that holds train/T91, or edit data.train.gt_dir in {tiny}; what it holds "
+        "and where to get the public sets: docs/data.md)")
     with pytest.raises(ConfigError, match=r"set DIFFIR_DATA to the folder that holds sr/Set5/HR, or edit data\.val"):
         build_dataset(cfg.data.val, 4, "sr", train=False)
 

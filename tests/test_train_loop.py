@@ -1,5 +1,6 @@
-"""The training loop on real patches from ../shared/data: S1 → S2 learning, stage wiring, bit-exact resume,
-NaN guard rollback, ablation switches.  Tiny networks (dim 8, one block per level) and 32-px patches."""
+"""The training loop on real patches from ../shared/data (generated stand-ins without it): S1 → S2 learning,
+stage wiring, bit-exact resume, NaN guard rollback, ablation switches.  Tiny networks (dim 8, one block per
+level) and 32-px patches."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import diffir
-from conftest import require_shared
+from conftest import shared_data
 from diffir.errors import ConfigError
 from diffir.train.config import parse_config
 from diffir.train.engine import Trainer, TrainingDiverged
@@ -30,7 +31,7 @@ def _merge(base: dict, changes: dict) -> dict:
 
 
 def sr_config(stage: str, **changes):
-    data = require_shared("data")
+    data = shared_data()
     base = {
         "name": f"test_{stage}",
         "stage": stage,
@@ -46,7 +47,7 @@ def sr_config(stage: str, **changes):
 
 
 def inpaint_config(stage: str, **changes):
-    data = require_shared("data")
+    data = shared_data()
     masks = {"irregular": {"max_len": 30, "max_width": 12}, "box": {"margin": 2, "min_size": 6, "max_size": 20}}
     base = {
         "name": f"test_inpaint_{stage}",

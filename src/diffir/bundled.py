@@ -14,6 +14,7 @@ ASSET_DIR = Path(__file__).resolve().parent / "assets" / "models"
 @dataclass(frozen=True)
 class BundledModel:
     name: str
+    task: str  # what `diffir restore --task` calls it: sr_x4, realsr_x4, deblur, inpaint
     description: str
     recipe: str  # how it was trained
     file: str
@@ -24,6 +25,7 @@ BUNDLED: dict[str, BundledModel] = {
     for m in [
         BundledModel(
             name="diffir_sr_x4_small",
+            task="sr_x4",
             description="bicubic x4 SR, small DiffIR S2 (dim 24, 2 blocks/level, 4.8M parameters) trained on "
             "T91+BSD200 on a 2-core CPU",
             recipe="configs/bundled/sr_x4_small_s1.yaml then configs/bundled/sr_x4_small_s2.yaml --from-s1",

@@ -49,10 +49,10 @@ def load_source(source: dict[str, Any]) -> nn.Module:
 
 
 def resolve_model(spec: str | nn.Module | tuple[str, nn.Module]) -> BenchModel:
-    """A preset name (random weights), a bundled model name, a checkpoint path / run folder / models-folder name,
-    an in-memory stage-2 module, or (label, module).  Loads it once to check it is a stage-2 model."""
+    """A name (installed, bundled, else a preset's random weights), a checkpoint path / run folder, an in-memory
+    stage-2 module, or (label, module).  Loads it once to check it is a stage-2 model."""
+    from diffir.io.locate import locate_model
     from diffir.pipelines.model_source import load_inference_model
-    from diffir.registry import preset_names
 
     if isinstance(spec, tuple):
         label, module = spec
@@ -61,7 +61,8 @@ def resolve_model(spec: str | nn.Module | tuple[str, nn.Module]) -> BenchModel:
         bench = BenchModel(_label_of(spec), lambda: spec, None, spec)
     else:
         text = str(spec)
-        if text in preset_names():
+        where = locate_model(text, allow_preset=True)  # installed or bundled weights win over a preset's
+        if where.source == "preset":
             source: dict[str, Any] = {"preset": text, "seed": 0}
         else:
             path = Path(text).expanduser()

@@ -17,9 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffir.io.checkpoint import convert, load_model
-    from diffir.pipelines.model_source import resolve_model_path
+    from diffir.io.locate import locate_model
 
-    out = convert(resolve_model_path(args.input), args.output, key=args.key)
+    out = convert(locate_model(args.input).target, args.output, key=args.key)
     model = load_model(out)
     c = model.descriptor
     print(f"wrote {out}: {type(model).__name__} task={c.task} scale={c.scale} "

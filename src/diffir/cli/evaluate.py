@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from diffir.cli.arguments import add_threads, tile_size
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("what to evaluate")
@@ -48,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     out = parser.add_argument_group("output")
     out.add_argument("--output", "-o", type=Path, help="output folder [results/<data name>]")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace the tables of an earlier evaluation in the output folder (default: refuse)")
     out.add_argument("--save-images", action="store_true", help="also write every method's full outputs")
     out.add_argument("--no-grids", action="store_true", help="do not write comparison crops")
     out.add_argument("--grid-crop", type=int, default=128, help="crop side of the comparison grids [128]")
@@ -63,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_g.add_argument("--device", default="auto",
                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps [auto]")  # fmt: skip
     run_g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    run_g.add_argument("--tile", default="auto", help="LQ tile size, 0 = whole image, auto [auto]")
+    run_g.add_argument("--tile", type=tile_size, default="auto", help="LQ tile size, 0 = whole image, auto [auto]")
+    add_threads(run_g, "auto", " [auto]")
     run_g.add_argument("--seed", type=int, default=0, help="seed of the IPR noise and synthetic degradations [0]")
 
 
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     from diffir.evaluation import EvalOptions, evaluate
 
-    tile = args.tile if args.tile == "auto" else int(args.tile)
+    tile = args.tile
     weights = {k: v for k, v in (("alexnet", args.alexnet), ("vgg16", args.vgg16),
                                  ("inception_fid", args.inception)) if v}  # fmt: skip
     opts = EvalOptions(
@@ -91,8 +96,11 @@ def run(args: argparse.Namespace) -> int:
         y_channel=args.y_channel, seed=args.seed, limit=args.limit, save_images=args.save_images,
         grids=not args.no_grids, grid_crop=args.grid_crop, baselines=not args.no_baselines,
         mask_hole=args.mask_hole, lq_dir=args.lq, gt_dir=args.gt, mask_dir=args.masks, weights=weights,
-        device=args.device, tile=tile, precision=args.precision, model_label=args.label,
+        device=args.device, tile=tile, precision=args.precision, model_label=args.label, overwrite=args.overwrite,
     )  # fmt: skip
+    from diffir.runtime.threads import configure_threads
+
+    configure_threads(args.threads)
     name = (args.data or args.gt).name
     out = args.output or Path("results") / name
     result = evaluate(args.data, out, model=args.model, options=opts)

@@ -14,28 +14,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from diffir.bundled import bundled_path
+    from diffir.errors import ConfigError
     from diffir.io.checkpoint import load_model
-    from diffir.pipelines.model_source import resolve_model_path
+    from diffir.io.locate import locate_model
     from diffir.profile import count_macs, parameter_breakdown
-    from diffir.registry import create_model, preset_names
 
-    looks_like_path = Path(args.model).exists() or any(ch in args.model for ch in "/\\.")
-    bundled = bundled_path(args.model)
-    if bundled is not None:
-        model = load_model(bundled)
-    elif "," in args.model:  # one model released as one file per network: net_g.pth,net_le_dm.pth,net_d.pth
-        model = load_model(resolve_model_path(args.model))
-    elif looks_like_path:
-        model = load_model(args.model)  # a file, or a run folder (its model.safetensors)
-    elif args.model in preset_names():
-        model = create_model(args.model).eval()
-    else:  # a name in the models folder; else one line naming the closest known model
-        model = load_model(resolve_model_path(args.model))
+    if args.size is not None and args.size < 1:
+        raise ConfigError(f"--size {args.size}: give the input side in pixels, a positive number")
+    where = locate_model(args.model, allow_preset=True)
+    model = load_model(args.model, random_weights=True)
     c = model.config
-    print(f"model: {type(model).__name__} ({c.meta.get('source') or c.meta.get('preset', '')})")
+    detail = c.meta.get("source") or c.meta.get("preset", "")
+    origin = {"preset": "preset, random weights: ", "bundled": "bundled: ", "installed": "installed: "}
+    print(f"model: {type(model).__name__} ({origin.get(where.source, '')}{detail or where.name})")
     for key, value in c.to_dict().items():
         print(f"  {key:22s} {value}")
     if c.meta.get("assumed"):

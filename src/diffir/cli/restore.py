@@ -20,34 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffir.bundled import DEFAULT_MODEL
+from diffir.cli.arguments import add_threads, tile_size
 
 if TYPE_CHECKING:
     from diffir.pipelines.restorer import Restorer
     from diffir.pipelines.sharding import Shard
-
-
-def _tile(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size in pixels, 0 or 'auto', got {value!r}") from None
-    if size < 0:
-        raise argparse.ArgumentTypeError("tile size must be >= 0")
-    return size
-
-
-def _threads(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of threads or 'auto', got {value!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError("threads must be >= 1")
-    return count
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "holding <name>.*, <name>_mask.* or <name>_mask*.* per image")
     p.add_argument("-s", "--outscale", type=float, default=None, metavar="F",
                    help="final upscaling of the input (e.g. 3.5 with a x4 model; bicubic); default: the model's")
-    p.add_argument("-t", "--tile", type=_tile, default="auto", metavar="N|auto",
+    p.add_argument("-t", "--tile", type=tile_size, default="auto", metavar="N|auto",
                    help="tile size in input pixels; 0 = whole image; auto (default) tiles large images only")
     p.add_argument("--tile-overlap", type=int, default=32, metavar="N",
                    help="overlap between tiles, blended smoothly (default: 32)")
@@ -82,9 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with a warning if it fails); off by default")
     p.add_argument("--device", default="auto",
                    help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-    p.add_argument("--threads", type=_threads, default=None, metavar="N|auto",
-                   help="CPU threads: a number, or auto (default: the fastest of a few counts, measured at start; "
-                        "OMP_NUM_THREADS wins); under torchrun the cores divided by the processes per machine")
+    add_threads(p, None, " (default: auto; under torchrun the cores divided by the processes per machine)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the stochastic IPR sampling (default 0: reproducible); negative = random")
     p.add_argument("--suffix", default="out", help="output name is <name>_<suffix>.<ext> (default: out; '' = none)")

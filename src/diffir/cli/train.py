@@ -1,7 +1,7 @@
 """``diffir train -c CONFIG.yaml [--out DIR] [--from-s1 CKPT] [--from-s2 CKPT] [--resume auto|PATH] [--set k=v] [-q]``.
 
 Needs the ``[train]`` extra (pydantic; tensorboard only when ``log.tensorboard`` is on): without it the command
-stops with one line naming ``pip install 'diffir[train]'``.
+stops with one line naming the pip line that adds it.
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m diffir train -c ...`` (DDP-style gradient averaging,
 rank 0 writes logs and checkpoints).
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 
+from diffir.cli.arguments import add_threads
+from diffir.install import pip_extra
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="training YAML (see configs/ and docs/training.md)")
-    parser.add_argument("--out", help="run directory (default: runs/<config name>)")
+    parser.add_argument("--out", help="run folder (default: runs/<config name>)")
     parser.add_argument("--from-s1", metavar="CKPT",
                         help="stage 2: S1 run dir / checkpoint / model file (DIRformer copied, CPEN_S1 = teacher)")
     parser.add_argument("--from-s2", metavar="CKPT",
@@ -23,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from the newest checkpoint in --out (auto) or from PATH")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.iters=100 (repeatable)")
+    add_threads(parser, None, " (default: the config's train.cpu_threads, else one per core; a resumed run "
+                "is bit-identical only with the same count)")
     parser.add_argument("-q", "--quiet", "--no-progress", dest="no_progress", action="store_true",
                         help="no progress bar (logs still go to log.jsonl; errors and the summary still print)")
 
@@ -30,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # Third-party modules of the ``[train]`` extra imported on the training path (tensorboard is imported only when
 # ``log.tensorboard`` is on, and skipped with a warning when it is missing).
 TRAIN_EXTRAS = ("pydantic",)
-EXTRAS_HINT = "diffir train needs the training extras: pip install 'diffir[train]'"
+EXTRAS_HINT = f"diffir train needs the training extras: {pip_extra('train')}"
 
 
 def _import_training():
@@ -54,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
     load_config, DistContext, Trainer, check_resumable = _import_training()
     cfg = load_config(args.config, args.overrides)
-    if cfg.train.cpu_threads is not None:
-        import torch
+    threads = args.threads or cfg.train.cpu_threads
+    if threads is not None:  # else torch's default, one thread per core (a fixed count keeps resume bit-exact)
+        from diffir.runtime.threads import configure_threads
 
-        torch.set_num_threads(cfg.train.cpu_threads)
+        configure_threads(threads)
     out = Path(args.out or Path("runs") / cfg.name)
     if args.resume is None:
         check_resumable(out)

@@ -35,9 +35,9 @@ def list_images(folder: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS
     """All image files below ``folder`` (recursive, sorted) or a one-line :class:`ImageFolderError`."""
     root = Path(folder).expanduser()
     if not root.is_dir():
-        where = "no such directory" if root.is_absolute() else f"relative to the working directory {Path.cwd()}"
+        where = "no such folder" if root.is_absolute() else f"relative to the working directory {Path.cwd()}"
         if root.exists():
-            where = "it is a file, not a directory"
+            where = "it is a file, not a folder"
         raise ImageFolderError(root, f"image folder not found: {root}", where)
     exts = {e.lower() for e in extensions}
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())

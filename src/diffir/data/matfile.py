@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from diffir.install import pip_extra
+
 _NUMERIC = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8"}
 _MI_MATRIX, _MI_COMPRESSED = 14, 15
 _CLASS_CELL, _CLASS_STRUCT, _CLASS_CHAR = 1, 2, 4
@@ -95,7 +97,7 @@ def _read_v73(path: str | Path) -> dict[str, Any]:
         import h5py
     except ImportError as exc:
         raise MatFormatError(f"{path} is a MATLAB v7.3 (HDF5) file; install h5py to read it "
-                             "(pip install h5py, or pip install 'diffir[train]')") from exc
+                             f"(pip install h5py, or {pip_extra('train')})") from exc
 
     def convert(f, obj):
         if obj.dtype == object or obj.dtype.kind == "O" or h5py.check_dtype(ref=obj.dtype) is not None:

@@ -1,4 +1,4 @@
-"""Plots (``pip install "diffir[plots]"``): training curves and PSNR vs Multi-Adds with the paper's points.
+"""Plots (the ``[plots]`` extra): training curves and PSNR vs Multi-Adds with the paper's points.
 
 Training logs are read from a run folder: ``log.jsonl`` (one JSON object per line with ``iter`` and scalar
 fields, written by ``diffir train``), ``val.jsonl`` (validation, plotted as ``val/<name>``) and, if the
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from diffir.errors import ConfigError
+from diffir.install import pip_extra
 
 __all__ = ["PaperPoint", "PAPER_REALSR_POINTS", "read_training_log", "plot_training_curves", "plot_psnr_vs_macs"]
 
@@ -52,7 +53,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ConfigError('plots need matplotlib: pip install "diffir[plots]"') from exc
+        raise ConfigError(f"plots need matplotlib: {pip_extra('plots')}") from exc
     return plt
 
 

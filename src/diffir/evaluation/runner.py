@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,7 @@ class EvalOptions:
     tile: int | str = "auto"
     precision: str = "fp32"
     model_label: str | None = None
+    overwrite: bool = False  # replace the tables of an earlier evaluation in the same output folder
 
 
 def _slug(name: str) -> str:
@@ -217,6 +219,9 @@ def evaluate(
     opts = options or EvalOptions()
     data_path = Path(data) if data is not None else None
     out = Path(out_dir)
+    if not opts.overwrite and (earlier := _earlier_results(out)) is not None:
+        raise ConfigError(f"{out}: this folder already holds an evaluation ({earlier.name}); pass --overwrite "
+                          "(EvalOptions(overwrite=True)) to replace it, or choose another folder with -o")
     restorer = None
     if model is not None:
         from diffir.pipelines.restorer import Restorer
@@ -252,8 +257,13 @@ def evaluate(
     hole_fractions, done, dropped = [], 0, []
     # disable=None: no bar when stderr is not a terminal (logs would fill with carriage-return updates)
     progress = tqdm(pairs, desc=f"eval {dataset}", unit="img", leave=False, disable=None)
+    plain = progress.disable  # no terminal: one plain line per image instead of a bar
+    started = time.perf_counter()
     with progress:  # closed (and cleared) before an error is printed
         for index, pair in enumerate(progress):
+            if plain:
+                print(f"diffir eval {dataset}: image {index + 1}/{len(pairs)} {pair.name} "
+                      f"({time.perf_counter() - started:.0f} s so far)", file=sys.stderr, flush=True)
             try:
                 lq, gt, hole = _load_sample(pair, layout, index, scale, opts, task)
             except SizeMismatch as exc:
@@ -296,6 +306,13 @@ def evaluate(
     paths = write_reports(result, out)
     log(f"wrote {paths['markdown']} ({done} images; methods: {', '.join(methods)})")
     return result
+
+
+def _earlier_results(out: Path) -> Path | None:
+    for name in ("results.md", "results.json", "summary.csv"):
+        if (out / name).is_file():
+            return out / name
+    return None
 
 
 def _metric_device(name: str) -> str:

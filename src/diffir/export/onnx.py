@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from diffir.errors import DiffIRError
+from diffir.install import pip_extra
 
 #: Opset of the exported graph (every operator used exists since opset 13; 17 adds LayerNormalization).
 DEFAULT_OPSET = 17
@@ -50,7 +51,7 @@ OUTPUT_NAME = "restored"
 #: Keys of the ONNX metadata (``metadata_props``) the export writes and :class:`OnnxRestorer` reads.
 METADATA_KEYS = ("architecture", "task", "scale", "size_multiple", "in_channels", "out_channels", "prior_shape",
                  "noise_draws", "diffir_version")
-INSTALL_HINT = "install the onnx extra: pip install 'diffir[onnx]'"
+INSTALL_HINT = f"install the onnx extra: {pip_extra('onnx')}"
 
 
 def require_onnx() -> None:

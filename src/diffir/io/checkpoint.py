@@ -72,7 +72,7 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[St
     unwrapped."""
     path = resolve_checkpoint_path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: no such file or folder")
     meta: dict[str, Any] = {}
     if path.suffix == ".safetensors" or _is_safetensors(path):
         sd, raw_meta = _read_safetensors(path)
@@ -210,15 +210,28 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     config: Any = None,
+    random_weights: bool = False,
     **hints: Any,
 ) -> nn.Module:
     """Load any supported checkpoint with zero configuration; returns the model in eval mode.
 
-    ``src`` is a path (``.pth``, ``.ckpt``, ``.safetensors``, raw ``torch.save`` dict), a list of per-network
-    files, a folder (run folder, or official per-network files), or an in-memory state_dict / container.
+    ``src`` is a model name (installed under ``$DIFFIR_MODELS``, or bundled: :mod:`diffir.io.locate`), a path
+    (``.pth``, ``.ckpt``, ``.safetensors``, raw ``torch.save`` dict), a list of per-network files, a folder (run
+    folder, or official per-network files), or an in-memory state_dict / container.  A preset name gives random
+    weights only with ``random_weights=True``.
     ``hints`` give what a file does not store (e.g. ``preset="hidiff_realblur_r_s2"`` or ``timesteps=16``);
     ``model.config`` shows what was inferred and ``model.config.meta["assumed"]`` what was not in the file.
     """
+    if isinstance(src, (str, os.PathLike)):
+        from diffir.io.locate import locate_model
+
+        where = locate_model(src, allow_preset=random_weights)
+        if where.source == "preset":
+            from diffir.registry import create_model
+
+            model = create_model(str(where.name)).eval()
+            return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+        src = where.target
     ckpt = read_sources(src, key)
     arch = _architecture_for(ckpt)
     model = arch.load(ckpt, config, hints)

@@ -4,7 +4,7 @@ Pixels are exchanged as ``(H, W, C)`` numpy arrays in the file's own depth (``ui
 C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), so nothing is lost between reading and writing:
 
 * 8- and 16-bit PNG/TIFF keep their depth.  Pillow decodes 16-bit *colour* PNG/TIFF to 8 bits, so those
-  (and only those) go through OpenCV (``pip install "diffir[images]"``); a clear error says so if missing.
+  (and only those) go through OpenCV (the ``[images]`` extra); a clear error says so if missing.
 * EXIF orientation is applied on reading (the output is written upright, without the tag).
 * A decompression-bomb limit (``max_pixels``) is checked from the header, before any pixel is decoded.
 * Writes are atomic: a hidden temporary file in the target folder, renamed over the target when complete, so
@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from diffir.errors import ImageError
+from diffir.install import pip_extra
 from diffir.io.atomic import atomic_path
 
 #: Default decompression-bomb limit: 100 megapixels (a 4K frame is 8.3 MP).  ``None`` or 0 disables it.
@@ -35,7 +36,7 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".ti
 #: Formats that can store alpha / 16 bits.
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 _DEEP_FORMATS = {"PNG", "TIFF"}
-_CV2_HINT = 'install OpenCV for 16-bit colour images: pip install "diffir[images]"'
+_CV2_HINT = f"install OpenCV for 16-bit colour images: {pip_extra('images')}"
 _PIL_LIMIT_LOCK = threading.Lock()
 #: Source modes whose ICC profile still describes the decoded pixels (gray stays gray, RGB stays RGB).
 _ICC_MODES = {"L", "LA", "RGB", "RGBA", "P", "PA", "I;16", "I;16L", "I;16B", "I;16N", "I", "1"}

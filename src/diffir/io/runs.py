@@ -69,7 +69,7 @@ def resolve_weights(path: str | Path, prefer_ema: bool = True) -> Path:
                 return cand
         if (ck := latest(p)) is not None:
             return resolve_weights(ck, prefer_ema)
-    raise CheckpointError(f"no model weights at {p} (a .safetensors/.pth file, a checkpoint or a run directory)")
+    raise CheckpointError(f"no model weights at {p} (a .safetensors/.pth file, a checkpoint folder or a run folder)")
 
 
 def resolve_teacher(path: str | Path) -> Path | None:

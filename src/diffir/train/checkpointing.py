@@ -47,7 +47,7 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
         return p
     if (found := latest(p)) is not None:  # an output directory
         return found
-    raise CheckpointError(f"--resume {resume}: not a training checkpoint (no state.pt) nor a run directory")
+    raise CheckpointError(f"--resume {resume}: not a training checkpoint (no state.pt) nor a run folder")
 
 
 # ------------------------------------------------------------------------------------------------ weights

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from diffir.install import pip_extra
+
 try:
     from pydantic import (
         BaseModel,
@@ -30,7 +32,7 @@ try:
     )
 except ModuleNotFoundError as _exc:  # the [train] extra is not installed
     raise ModuleNotFoundError(f"diffir.train needs the training extras ({_exc.name} is missing): "
-                              "pip install 'diffir[train]'", name=_exc.name) from None
+                              + pip_extra("train"), name=_exc.name) from None
 
 from diffir.errors import ConfigError
 
@@ -388,9 +390,10 @@ def path_hint(raw: Any, key: str, source: str = "config", from_set: bool = False
     rest = raw[m.end():].strip("/") if m.start() == 0 else ""
     target = f"the folder that holds {rest}" if rest else "the data folder"
     value = os.environ.get(name)
+    where = "; what it holds and where to get the public sets: docs/data.md" if name == "DIFFIR_DATA" else ""
     if value:
-        return f"{name} is {value}: point it at {target}, or {edit}"
-    return f"set {name} to {target}, or {edit}"
+        return f"{name} is {value}: point it at {target}, or {edit}{where}"
+    return f"set {name} to {target}, or {edit}{where}"
 
 
 def _remember_paths(cfg: TrainConfig, data: dict[str, Any], source: str, set_keys: list[str]) -> None:

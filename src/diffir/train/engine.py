@@ -32,6 +32,7 @@ from torch import nn
 from diffir.data.degradations.realesrgan import TrainingPairPool
 from diffir.data.progressive import ProgressiveSchedule, cut_batch
 from diffir.errors import CheckpointError, DiffIRError
+from diffir.install import pip_extra
 from diffir.train import checkpointing as ckpt
 from diffir.train.config import OptimizerSection, TrainConfig
 from diffir.train.data import (
@@ -164,7 +165,7 @@ class Trainer(Objectives):
                 except ImportError:  # tensorboard is part of the optional [train] extra: log.jsonl still has it all
                     self.writer = None
                     print("diffir: warning: log.tensorboard is on but tensorboard is not installed "
-                          "(pip install 'diffir[train]', or --set log.tensorboard=false); logging to log.jsonl only",
+                          f"({pip_extra('train')}, or --set log.tensorboard=false); logging to log.jsonl only",
                           file=sys.stderr)
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -423,7 +424,10 @@ class Trainer(Objectives):
 
         cfg = self.cfg
         total = cfg.train.iters
-        bar = tqdm(total=total, initial=self.start_iter, disable=not (self.progress and self.dist.is_main),
+        show = self.progress and self.dist.is_main
+        # A bar only on a terminal; a piped log gets one plain line per log interval instead.
+        plain = show and not sys.stderr.isatty()
+        bar = tqdm(total=total, initial=self.start_iter, disable=not show or plain,
                    desc=f"{cfg.name} [{self.stage}]", dynamic_ncols=True)
         window: dict[str, list[float]] = defaultdict(list)
         t_last, it_last = time.perf_counter(), self.start_iter
@@ -456,6 +460,8 @@ class Trainer(Objectives):
                         if k != "iter":
                             self.writer.add_scalar(f"train/{k}", v, it)
                 bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.2e}")
+                if plain:
+                    print(progress_line(cfg.name, self.stage, record, total), file=sys.stderr, flush=True)
                 last_logs = record
                 window.clear()
                 t_last, it_last = now, it
@@ -480,3 +486,10 @@ def check_resumable(out: Path) -> None:
         raise CheckpointError(
             f"{out} already holds checkpoints; pass --resume auto to continue, or choose another --out"
         )
+
+
+def progress_line(name: str, stage: str, record: dict[str, Any], total: int) -> str:
+    """One plain progress line for logs that are not a terminal."""
+    eta = int(record.get("eta_s", 0))
+    return (f"diffir train {name} [{stage}]: iteration {record['iter']}/{total}, loss {record['loss']:.4g}, "
+            f"lr {record['lr']:.2e}, {record['it_s']:.2f} it/s, ETA {eta // 3600}h{eta % 3600 // 60:02d}m")

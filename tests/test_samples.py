@@ -1,0 +1,68 @@
+"""The sample images in samples/: listed in its README, readable, reproducible, and the SR one restores."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import diffir
+from conftest import REPO
+from diffir.io.images import read_image
+
+SAMPLES = REPO / "samples"
+README = SAMPLES / "README.md"
+
+
+def listed_files() -> list[str]:
+    """Every ``samples/...png|jpg`` path named in samples/README.md, in order, without repeats."""
+    found = re.findall(r"samples/[\w./-]+?\.(?:png|jpe?g)\b", README.read_text(encoding="utf-8"))
+    return list(dict.fromkeys(found))
+
+
+def image_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg"))
+
+
+def test_readme_lists_every_sample_and_each_opens() -> None:
+    listed = listed_files()
+    assert listed, "samples/README.md names no sample file"
+    for rel in listed:
+        path = REPO / rel
+        assert path.is_file(), f"{rel} is listed in samples/README.md but missing"
+        pixels = read_image(path).pixels
+        assert pixels.dtype == np.uint8 and pixels.shape[2] in (1, 3), (rel, pixels.shape, pixels.dtype)
+        assert path.stat().st_size < 120_000, f"{rel} is {path.stat().st_size} bytes"
+    on_disk = {f"samples/{rel}" for rel in image_files(SAMPLES)}
+    assert on_disk == set(listed), f"not listed in samples/README.md: {sorted(on_disk - set(listed))}"
+
+
+def test_inpaint_mask_matches_its_image() -> None:
+    image = read_image(SAMPLES / "inpaint" / "astronaut.png").pixels
+    mask = read_image(SAMPLES / "inpaint" / "astronaut_mask.png").pixels
+    assert mask.shape == (*image.shape[:2], 1) and set(np.unique(mask)) == {0, 255}
+    assert 0.05 < (mask > 0).mean() < 0.25
+
+
+def test_make_samples_rebuilds_the_same_pixels(tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    spec = importlib.util.spec_from_file_location("make_samples", SAMPLES / "make_samples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--out", str(tmp_path)]) == 0
+    made = image_files(tmp_path)
+    assert made == image_files(SAMPLES)
+    for rel in made:  # pixels, not bytes: another zlib may compress the same PNG differently
+        rebuilt, shipped = (np.asarray(Image.open(root / rel)) for root in (tmp_path, SAMPLES))
+        assert np.array_equal(rebuilt, shipped), f"{rel} differs when rebuilt"
+
+
+def test_sr_sample_restores_with_the_bundled_model() -> None:
+    lr = read_image(SAMPLES / "sr_x4" / "chelsea.png").pixels
+    sr = diffir.Restorer("diffir_sr_x4_small", device="cpu", seed=0).restore(lr)
+    assert sr.dtype == np.uint8
+    assert sr.shape == (lr.shape[0] * 4, lr.shape[1] * 4, 3)
