@@ -163,3 +163,36 @@ def test_train_prints_plain_lines_when_not_on_a_terminal(tmp_path, capsys, monke
     lines = [line for line in err.splitlines() if line.startswith("diffir train")]
     assert len(lines) == 2 and "iteration 1/2" in lines[0] and "ETA" in lines[1]
     assert "\r" not in err and "it/s]" not in err  # no progress bar in a log
+
+
+def test_auto_threads_leave_busy_cores_to_other_programs(monkeypatch, restore_threads) -> None:
+    """A core kept busy by another program is not used (a short timing alone misses it); niced work yields."""
+    import diffir.runtime.threads as threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_chosen", None)
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    # /proc/stat's first line: user nice system idle iowait irq softirq steal
+    samples = iter([(0.0, 0.0), (100.0, 200.0)])  # 100 of 200 jiffies busy over 2 cores: one core busy
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    assert threads.busy_cores() == pytest.approx(1.0)
+    samples = iter([(0.0, 0.0), (100.0, 200.0)])
+    assert threads.choose_threads() == 1
+    assert threads.configure_threads("auto") == 1 and torch.get_num_threads() == 1
+    monkeypatch.setattr(threads, "_chosen", None)
+    samples = iter([(0.0, 0.0), (5.0, 200.0)])  # quiet: both counts are timed, the choice is measured
+    assert threads.choose_threads() in (1, 2)
+
+
+def test_cpu_times_count_niced_work_as_free(tmp_path, monkeypatch) -> None:
+    import builtins
+
+    import diffir.runtime.threads as threads
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 900 50 1000 10 1 2 3 0 0\ncpu0 ...\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(stat if f == "/proc/stat" else f, *a, **k))
+    busy, total = threads._cpu_times()
+    assert busy == 100 + 50 + 1 + 2 + 3 and total == 100 + 900 + 50 + 1000 + 10 + 1 + 2 + 3
