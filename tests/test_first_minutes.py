@@ -196,3 +196,27 @@ def test_cpu_times_count_niced_work_as_free(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(stat if f == "/proc/stat" else f, *a, **k))
     busy, total = threads._cpu_times()
     assert busy == 100 + 50 + 1 + 2 + 3 and total == 100 + 900 + 50 + 1000 + 10 + 1 + 2 + 3
+
+
+def test_an_official_install_name_not_yet_installed_says_which_file_to_get(models) -> None:
+    with pytest.raises(DiffIRError) as info:
+        diffir.Restorer("diffir_realsr_x4_gan")
+    text = str(info.value)
+    assert "not installed yet" in text and "DiffIRS2-GANx4.pth" in text and "did you mean" not in text
+    assert f"diffir convert DiffIRS2-GANx4.pth {models}/diffir_realsr_x4_gan.safetensors" in text
+
+
+def test_missing_from_s1_folder_is_called_missing(tmp_path) -> None:
+    from diffir.io.runs import resolve_weights
+
+    with pytest.raises(DiffIRError, match="no such file or folder"):
+        resolve_weights(tmp_path / "runs" / "never_trained")
+
+
+def test_eval_reports_a_missing_model_before_an_existing_results_folder(tmp_path, capsys) -> None:
+    hr = _sr_folder(tmp_path)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "results.md").write_text("earlier")
+    assert main(["eval", "-m", str(tmp_path / "nope.safetensors"), "--data", str(hr), "--degrade", "bicubic_x4",
+                 "-o", str(tmp_path / "res")]) == 2
+    assert "nope.safetensors: no such file or folder" in capsys.readouterr().err

@@ -219,14 +219,14 @@ def evaluate(
     opts = options or EvalOptions()
     data_path = Path(data) if data is not None else None
     out = Path(out_dir)
-    if not opts.overwrite and (earlier := _earlier_results(out)) is not None:
-        raise ConfigError(f"{out}: this folder already holds an evaluation ({earlier.name}); pass --overwrite "
-                          "(EvalOptions(overwrite=True)) to replace it, or choose another folder with -o")
     restorer = None
-    if model is not None:
+    if model is not None:  # first: a model that cannot be loaded is the more useful error
         from diffir.pipelines.restorer import Restorer
 
         restorer = Restorer(model, tile=opts.tile, device=opts.device, precision=opts.precision, seed=opts.seed)
+    if not opts.overwrite and (earlier := _earlier_results(out)) is not None:
+        raise ConfigError(f"{out}: this folder already holds an evaluation ({earlier.name}); pass --overwrite to "
+                          "replace it, or choose another output folder (-o)")
     hint = "inpaint" if data_path is not None and (data_path / "masks").is_dir() else None
     task, scale = _task_and_scale(restorer, opts, hint)
     layout = _layout(data_path, opts, scale)

@@ -107,6 +107,14 @@ def locate_model(spec: str | os.PathLike, *, allow_preset: bool = False) -> Mode
             f"`diffir list --official`; random weights: diffir.create_model({text!r})"
         )
     folder = models_dir()
+    from diffir.official import OFFICIAL_WEIGHTS, convert_command
+
+    for w in OFFICIAL_WEIGHTS:
+        if w.install_name == text:  # a known name whose file the user has not installed yet
+            raise CheckpointError(
+                f"{text!r} is not installed yet: it is the name for the official {w.file} ({w.purpose}), published "
+                f"in {w.published}; download it, then `{convert_command(w)}`"
+            )
     raise CheckpointError(
         f"no model named {text!r}{_suggestion(text)}: use a name from `diffir list` (bundled, installed or a "
         f"preset), install weights as {folder}/{text}.safetensors (`diffir convert FILE {folder}/{text}.safetensors`;"

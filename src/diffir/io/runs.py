@@ -59,6 +59,8 @@ def resolve_weights(path: str | Path, prefer_ema: bool = True) -> Path:
     p = Path(path)
     if p.is_file():
         return p
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file or folder")
     if p.is_dir() and per_network_files(p):  # official per-network release: load_model reads the folder
         return p
     names = ["params_ema.safetensors", "params.safetensors"] if prefer_ema else ["params.safetensors"]
