@@ -49,7 +49,7 @@ def test_inpaint_mask_matches_its_image() -> None:
 
 
 def test_make_samples_rebuilds_the_same_pixels(tmp_path: Path) -> None:
-    pytest.importorskip("skimage")
+    pytest.importorskip("skimage", reason="the samples are rebuilt from scikit-image's photos (test extra)")
     spec = importlib.util.spec_from_file_location("make_samples", SAMPLES / "make_samples.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

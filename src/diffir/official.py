@@ -1,7 +1,8 @@
 """Catalogue of the checkpoints the DiffIR and HI-Diff authors released (``diffir list --official``, README).
 
 diffir downloads nothing: each entry says what the file is for, where the authors publish it, which preset it
-matches and how to install it (:func:`convert_command`) so that it can be used by name (``-m <install_name>``).
+matches and how to install it (:func:`diffir.io.locate.convert_command`) so that it can be used by name
+(``-m <install_name>``).
 
 Sources: the specs' "Released weights" sections (DiffIR: the repository README and the sub-projects' configs and
 scripts at ``Zj-BinXia/DiffIR`` 293f86c; HI-Diff: README and ``options/test/*.yml`` at ``zhengchen1999/HI-Diff``
@@ -197,11 +198,3 @@ def official_for(name_or_file: str) -> OfficialWeights | None:
         elif length == best_len and length:
             best.append(w)
     return best[0] if len(best) == 1 else None
-
-
-def convert_command(w: OfficialWeights) -> str:
-    """The ``diffir convert`` line that installs ``w`` in the models folder (then ``-m <install_name>``), with the
-    folder written out: ``$DIFFIR_MODELS`` may not be set in the user's shell."""
-    from diffir.io.locate import models_dir
-
-    return f"diffir convert {w.source} {models_dir()}/{w.install_name}.safetensors"

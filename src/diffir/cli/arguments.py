@@ -5,30 +5,26 @@ from __future__ import annotations
 import argparse
 
 
-def tile_size(value: str) -> int | str:
-    """``--tile``: a size in input pixels, 0 (whole image) or auto."""
+def _int_or_auto(value: str, minimum: int, expected: str) -> int | str:
     if value == "auto":
         return value
     try:
-        size = int(value)
+        number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size in pixels, 0 or 'auto', got {value!r}") from None
-    if size < 0:
-        raise argparse.ArgumentTypeError("tile size must be >= 0")
-    return size
+        raise argparse.ArgumentTypeError(f"expected {expected} or 'auto', got {value!r}") from None
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"{expected} must be >= {minimum}")
+    return number
+
+
+def tile_size(value: str) -> int | str:
+    """``--tile``: a size in input pixels, 0 (whole image) or auto."""
+    return _int_or_auto(value, 0, "a tile size in pixels (0 = whole image)")
 
 
 def thread_count(value: str) -> int | str:
     """``--threads``: a positive count or auto."""
-    if value == "auto":
-        return value
-    try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of threads or 'auto', got {value!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError("threads must be >= 1")
-    return count
+    return _int_or_auto(value, 1, "a number of threads")
 
 
 THREADS_HELP = ("CPU threads: a number, or auto (the fastest of 1, half and all cores, measured at start; "

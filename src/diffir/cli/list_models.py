@@ -62,8 +62,8 @@ def _installed_summary(path) -> str:
 def _official(pattern: str) -> int:
     import fnmatch
 
-    from diffir.io.locate import installed_models
-    from diffir.official import OFFICIAL_WEIGHTS, convert_command
+    from diffir.io.locate import convert_command, installed_models
+    from diffir.official import OFFICIAL_WEIGHTS
 
     installed = installed_models()
     rows = [w for w in OFFICIAL_WEIGHTS

@@ -26,7 +26,7 @@ from diffir.archs import Checkpoint, architecture, architecture_of, architecture
 from diffir.archs.base import load_strict  # noqa: F401 - part of this module's API
 from diffir.errors import CheckpointError
 from diffir.io.atomic import atomic_path
-from diffir.io.runs import per_network_files, resolve_weights
+from diffir.io.runs import per_network_files, resolve_checkpoint_path
 from diffir.io.torchfile import read_torch_file
 
 FORMAT = "diffir"
@@ -41,32 +41,6 @@ _WEIGHT_CONTAINERS = ("params_ema", "params", "state_dict", "model", "net_g")
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
-    """The weights file a path stands for; a folder is resolved like ``diffir train --from-s1/--from-s2``.
-
-    A folder holding ``model.safetensors`` (a finished ``diffir train`` run) gives that file; a folder of official
-    per-network files (``net_g.pth`` ...) gives the folder itself; otherwise a checkpoint folder
-    (``params_ema.safetensors``, then ``params.safetensors``) or a run still in progress (its newest
-    ``checkpoints/iter_*``).  A folder with none of these is a one-line :class:`CheckpointError`.
-    Anything else is returned unchanged (existence is checked by the reader).
-    """
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        return p
-    if (p / "model.safetensors").is_file():
-        return p / "model.safetensors"
-    if per_network_files(p):  # official weights released as one file per network (HI-Diff): read as a group
-        return p
-    try:
-        return resolve_weights(p)
-    except CheckpointError:
-        raise CheckpointError(
-            f"{p}: folder without model weights (looked for model.safetensors, params_ema.safetensors, "
-            "params.safetensors, checkpoints/iter_*/ and official net_*.pth files); pass a weights file or a "
-            "`diffir train` run folder"
-        ) from None
-
-
 def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[StateDict, dict[str, Any]]:
     """Read a checkpoint file (or run folder) into (canonical-prefix state_dict, metadata).  Containers are
     unwrapped."""

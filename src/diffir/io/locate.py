@@ -20,8 +20,12 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diffir.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from diffir.official import OfficialWeights
 
 MODELS_ENV = "DIFFIR_MODELS"
 CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".ckpt", ".pt", ".bin")
@@ -60,15 +64,6 @@ def installed_models() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def _installed(name: str) -> Path | None:
-    folder = models_dir()
-    for ext in NAME_EXTENSIONS:
-        candidate = folder / f"{name}{ext}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def _looks_like_path(text: str) -> bool:
     return os.sep in text or "/" in text or Path(text).suffix.lower() in CHECKPOINT_EXTENSIONS
 
@@ -76,7 +71,7 @@ def _looks_like_path(text: str) -> bool:
 def locate_model(spec: str | os.PathLike, *, allow_preset: bool = False) -> ModelLocation:
     """Resolve ``spec`` (see the module docstring); a one-line :class:`CheckpointError` when nothing matches."""
     from diffir.bundled import bundled_path
-    from diffir.io.checkpoint import resolve_checkpoint_path
+    from diffir.io.runs import resolve_checkpoint_path
 
     text = str(spec)
     path = Path(text).expanduser()
@@ -92,7 +87,7 @@ def locate_model(spec: str | os.PathLike, *, allow_preset: bool = False) -> Mode
         return ModelLocation(text, "folder", resolve_checkpoint_path(path))
     if _looks_like_path(text):
         raise CheckpointError(f"{text}: no such file or folder{_official_hint(text)}")
-    if (found := _installed(text)) is not None:
+    if (found := installed_models().get(text)) is not None:
         return ModelLocation(text, "installed", found, text)
     if (found := bundled_path(text)) is not None:
         return ModelLocation(text, "bundled", found, text)
@@ -107,7 +102,7 @@ def locate_model(spec: str | os.PathLike, *, allow_preset: bool = False) -> Mode
             f"`diffir list --official`; random weights: diffir.create_model({text!r})"
         )
     folder = models_dir()
-    from diffir.official import OFFICIAL_WEIGHTS, convert_command
+    from diffir.official import OFFICIAL_WEIGHTS
 
     for w in OFFICIAL_WEIGHTS:
         if w.install_name == text:  # a known name whose file the user has not installed yet
@@ -143,7 +138,7 @@ def _suggestion(name: str) -> str:
 
 def _official_hint(name: str) -> str:
     """Where the authors publish the official file (or installed name) ``name``, if it is one."""
-    from diffir.official import convert_command, official_for
+    from diffir.official import official_for
 
     w = official_for(name)
     if w is None:
@@ -153,7 +148,7 @@ def _official_hint(name: str) -> str:
 
 
 def _official_for_preset(preset: str) -> str:
-    from diffir.official import OFFICIAL_WEIGHTS, convert_command
+    from diffir.official import OFFICIAL_WEIGHTS
 
     matches = [w for w in OFFICIAL_WEIGHTS if w.preset == preset]
     if not matches:
@@ -161,3 +156,9 @@ def _official_for_preset(preset: str) -> str:
     w = matches[0]
     return f"; its official weights: {w.file} ({w.published}), installed by `{convert_command(w)}`, then used " \
            f"as -m {w.install_name}"
+
+
+def convert_command(w: OfficialWeights) -> str:
+    """The ``diffir convert`` line that installs official weights ``w`` in the models folder (then
+    ``-m <install_name>``), with the folder written out: ``$DIFFIR_MODELS`` may not be set in the user's shell."""
+    return f"diffir convert {w.source} {models_dir()}/{w.install_name}.safetensors"

@@ -8,6 +8,7 @@ that loading a model from a run folder (:func:`diffir.load_model`, ``diffir rest
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -84,3 +85,29 @@ def resolve_teacher(path: str | Path) -> Path | None:
     if base.is_dir() and (ck := latest(base)) is not None and (ck / "teacher.safetensors").is_file():
         return ck / "teacher.safetensors"
     return None
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """The weights file a path stands for; a folder is resolved like ``diffir train --from-s1/--from-s2``.
+
+    A folder holding ``model.safetensors`` (a finished ``diffir train`` run) gives that file; a folder of official
+    per-network files (``net_g.pth`` ...) gives the folder itself; otherwise a checkpoint folder
+    (``params_ema.safetensors``, then ``params.safetensors``) or a run still in progress (its newest
+    ``checkpoints/iter_*``).  A folder with none of these is a one-line :class:`CheckpointError`.
+    Anything else is returned unchanged (existence is checked by the reader).
+    """
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return p
+    if (p / "model.safetensors").is_file():
+        return p / "model.safetensors"
+    if per_network_files(p):  # official weights released as one file per network (HI-Diff): read as a group
+        return p
+    try:
+        return resolve_weights(p)
+    except CheckpointError:
+        raise CheckpointError(
+            f"{p}: folder without model weights (looked for model.safetensors, params_ema.safetensors, "
+            "params.safetensors, checkpoints/iter_*/ and official net_*.pth files); pass a weights file or a "
+            "`diffir train` run folder"
+        ) from None
