@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help).  Order is the order shown in ``diffir -h``.
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffir.errors import DiffIRError
+    from diffir.errors import DiffIRError, describe_os_error, one_line
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except DiffIRError as exc:
-        print(f"diffir: error: {exc}", file=sys.stderr)
+        print(f"diffir: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `diffir list | head`
         sys.stderr.close()
@@ -64,6 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diffir: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # permission, full disk, ... on a file no command-specific check reached first
+        print(f"diffir: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("diffir: error: out of memory; use a smaller --tile (restore/eval) or batch/patch size (train)",
+              file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug must still end in one line, not a traceback
+        if os.environ.get("DIFFIR_DEBUG"):
+            raise
+        print(f"diffir: internal error: {one_line(f'{type(exc).__name__}: {exc}')} (a bug in diffir: please report "
+              "it with the command line; DIFFIR_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffir.errors import DiffIRError
+    from diffir.errors import DiffIRError, one_line
     from diffir.io.images import FORMATS
     from diffir.pipelines.files import check_writable, collect_inputs, is_earlier_output
     from diffir.pipelines.sharding import Shard, finish, gather_counts, shard
@@ -115,14 +115,14 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - this process is done, but the others must still get its counts
         counts["stopped"] = True
         if isinstance(exc, DiffIRError):
-            print(f"diffir: error{part.label}: {' '.join(str(exc).split())}", file=sys.stderr)
+            print(f"diffir: error{part.label}: {one_line(exc)}", file=sys.stderr)
         else:
             traceback.print_exc()
     try:
         every = gather_counts(part, counts)
     except Exception as exc:  # noqa: BLE001 - the outputs are written; only the job-wide summary is lost
         print(f"diffir: error{part.label}: cannot gather the other processes' counts "
-              f"({' '.join(str(exc).split())}); this process's own:", file=sys.stderr)
+              f"({one_line(exc)}); this process's own:", file=sys.stderr)
         _summary(args, [counts], earlier, out_dir, label=part.label)
         # Not 0: a failed status makes torchrun stop the processes still waiting for this one at the gather.
         return 2 if counts["stopped"] else 1
@@ -272,17 +272,22 @@ def _restore_one(path: Path, mask_spec: Path | None, out_dir: Path, restorer: Re
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
     from tqdm.auto import tqdm
 
-    tqdm.write(f"diffir: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    from diffir.errors import one_line
+
+    tqdm.write(f"diffir: warning: {one_line(message)}", file=sys.stderr)
 
 
 def _one_line(exc: BaseException, path: Path) -> str:
-    from diffir.errors import DiffIRError
+    from diffir.errors import DiffIRError, describe_os_error, one_line
 
     if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
         text = "out of CPU memory; restore it with a smaller --tile (or --tile auto)"
     elif isinstance(exc, DiffIRError):
         text = str(exc)
+    elif isinstance(exc, OSError):
+        text = describe_os_error(exc)
     else:
         text = f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    return text if text.startswith(str(path)) else f"{path}: {text}"
+    text = one_line(text)
+    shown = one_line(path)
+    return text if text.startswith(shown) else f"{shown}: {text}"

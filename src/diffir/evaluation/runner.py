@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from diffir.errors import ConfigError
+from diffir.errors import ConfigError, one_line
 from diffir.evaluation.baselines import baselines_for
 from diffir.evaluation.degrade import degradation_task, degrade
 from diffir.evaluation.grids import comparison_grid, save_grid
@@ -71,7 +71,7 @@ def _warn(message: str) -> None:
     """One line on stderr, prefixed like every diffir warning (through tqdm so a progress bar stays intact)."""
     from tqdm.auto import tqdm
 
-    tqdm.write(f"diffir: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    tqdm.write(f"diffir: warning: {one_line(message)}", file=sys.stderr)
 
 
 @dataclass
