@@ -132,7 +132,7 @@ def test_warnings_are_single_lines_and_unexpected_errors_do_not_stop_the_run(tmp
     assert code == 1
     assert [p.name for p in out.iterdir()] == ["a_out.jpg"]  # the first file is written despite the second
     assert any(line.startswith("diffir: warning: a_out.jpg: JPEG has no alpha channel") for line in err)
-    assert any(line.endswith("b.png: ValueError: something unexpected with a second line") for line in err)
+    assert any(line.endswith("b.png: ValueError: something unexpected\\nwith a second line") for line in err)
     assert not any("Traceback" in line or "warnings.warn" in line for line in err)
     assert len(err) == 4  # header, warning, error, summary
 
