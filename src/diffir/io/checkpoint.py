@@ -25,7 +25,7 @@ from torch import nn
 from diffir.archs import Checkpoint, architecture, architecture_of, architectures
 from diffir.archs.base import load_strict  # noqa: F401 - part of this module's API
 from diffir.errors import CheckpointError
-from diffir.io.atomic import atomic_path
+from diffir.io.atomic import atomic_path, save_safetensors
 from diffir.io.runs import per_network_files, resolve_checkpoint_path
 from diffir.io.torchfile import read_torch_file
 
@@ -240,8 +240,6 @@ def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False
             with atomic_path(path / f"{stem}.pth") as tmp:
                 torch.save({"params": {k: v.detach().cpu().contiguous() for k, v in sd.items()}}, tmp)
         return path
-    from safetensors.torch import save_file
-
     descriptor = model.descriptor
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {
@@ -254,8 +252,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False
         "stage": str(descriptor.stage),
         "config": model.config.to_json(),
     }
-    with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata=meta)
+    save_safetensors(path, sd, metadata=meta)
     return path
 
 
