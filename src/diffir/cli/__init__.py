@@ -10,6 +10,8 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
+from typing import NoReturn
 
 # name -> (module, one-line help).  Order is the order shown in ``diffir -h``.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,10 +26,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (the usage block it prints by default is several)."""
+
+    def error(self, message: str) -> NoReturn:
+        from diffir.errors import one_line
+
+        self.exit(2, f"diffir: error: {one_line(f'{self.prog}: {message}')} (see {self.prog} -h)\n")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    from diffir.errors import one_line
+
+    print(f"diffir: warning: {one_line(message)}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from diffir import __version__
 
-    parser = argparse.ArgumentParser(prog="diffir", description="Efficient diffusion-based image restoration.")
+    parser = _OneLineParser(prog="diffir", description="Efficient diffusion-based image restoration.")
     parser.add_argument("--version", action="version", version=f"diffir {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -48,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Python's default warning format is two lines with our source path; users get one line.
+    warnings.showwarning = _one_line_warning
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
