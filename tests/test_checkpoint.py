@@ -133,7 +133,7 @@ def test_error_messages_are_one_line(tmp_path) -> None:
     cases = {
         "missing": (tmp_path / "nope.pth", "no such file or folder"),
         "text": (tmp_path / "text.pth", "not a PyTorch or safetensors checkpoint"),
-        "empty": (tmp_path / "empty.safetensors", "unreadable safetensors file"),
+        "empty": (tmp_path / "empty.safetensors", "damaged or truncated safetensors file"),
         "other": (tmp_path / "other.pth", "not the weights of a known architecture"),
         "mixed": (mixed, "takes 60 channels but a sr x4 DiffIR CPEN takes 51"),
         "truncated": (truncated, "missing key 'G.latent.0.ffn"),

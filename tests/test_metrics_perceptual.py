@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import require_shared
+from conftest import require_shared, shared_data
 from diffir.errors import CheckpointError, ConfigError
 from diffir.metrics import METRICS, MissingWeightsError, build_metric, calculate_niqe, describe
 from diffir.metrics.backbones import alexnet_features, vgg16_features
@@ -30,13 +30,19 @@ def test_niqe_matches_matlab_on_baboon():
     assert calculate_niqe(img, crop_border=0) == pytest.approx(5.7296, abs=1e-3)
 
 
-def test_niqe_prefers_natural_image_over_noise_and_needs_a_block():
+def test_niqe_scores_a_natural_image_clearly_better_than_noise_and_needs_two_blocks():
+    # Set5 baby (the stand-in's 1/f image without the shared folder), 384x384 centre: natural 3.3 (stand-in 5.0),
+    # + Gaussian noise sigma 25: 11.6 (13.6), uniform noise: 28.8.  A real NIQE separates them by far more than
+    # the margins asserted; a broken one (e.g. all features NaN-skipped) would not.
+    with Image.open(shared_data("sr", "Set5", "HR", "baby.png")) as im:
+        natural = np.asarray(im.convert("RGB"))[64:448, 64:448]
     rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:192, 0:192]
-    smooth = (128 + 60 * np.sin(x / 9.0) * np.cos(y / 13.0))[..., None].repeat(3, 2)
-    noisy = np.clip(smooth + rng.normal(0, 40, smooth.shape), 0, 255)
-    assert calculate_niqe(noisy.astype(np.uint8)) > calculate_niqe(smooth.astype(np.uint8)) * 0.5
-    assert np.isfinite(calculate_niqe(noisy.astype(np.uint8)))
+    noisy = np.clip(natural + rng.normal(0, 25, natural.shape), 0, 255).astype(np.uint8)
+    noise = rng.integers(0, 256, natural.shape).astype(np.uint8)
+    scores = [calculate_niqe(natural), calculate_niqe(noisy), calculate_niqe(noise)]
+    assert all(np.isfinite(scores)) and scores[0] < 6
+    assert scores[1] > max(2 * scores[0], scores[0] + 5)
+    assert scores[2] > scores[1] + 10
     with pytest.raises(ValueError, match="96x96"):
         calculate_niqe(np.zeros((64, 200, 3), np.uint8))
 

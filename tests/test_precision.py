@@ -223,6 +223,27 @@ def test_nan_fallback_lasts_one_image(sr4, monkeypatch, tile) -> None:
     assert torch.equal(second, bf16)
 
 
+def test_nan_fallback_of_one_image_spares_the_next_image_of_the_same_batch(sr4, monkeypatch) -> None:
+    r = diffir.Restorer(sr4, precision="bf16")
+    original = r.model.G.forward
+    seen: list[torch.dtype | None] = []
+
+    def nan_first(lq, prior):  # the first image of the batch overflows in bf16
+        dtype = _autocast_dtype()
+        seen.append(dtype)
+        out = original(lq, prior)
+        return out * float("nan") if dtype is not None and len(seen) == 1 else out
+
+    monkeypatch.setattr(r.model.G, "forward", nan_first)
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.warns(UserWarning, match="for this image"):
+        out = r.restore(x)
+    assert seen == [torch.bfloat16, None, torch.bfloat16]  # image 1: bf16, redone in fp32; image 2: bf16 again
+    assert r.fallbacks == 1 and r.dtype == torch.bfloat16
+    assert torch.allclose(out[:1], diffir.Restorer(sr4).restore(x[:1]), atol=1e-6)
+    assert torch.equal(out[1:], diffir.Restorer(sr4, precision="bf16").restore(x[1:]))
+
+
 # ------------------------------------------------------------------------------------------ --compile
 def _stub_compile(monkeypatch, fail: bool = False) -> dict[str, list]:
     """torch.compile replaced: records what it wraps and every call of the 'compiled' function."""

@@ -222,8 +222,18 @@ def test_seed_makes_sampling_reproducible(sr4) -> None:
 def test_bf16_is_close_to_fp32(sr4) -> None:
     x = torch.rand(1, 3, 16, 16)
     fp32 = diffir.Restorer(sr4).restore(x)
-    bf16 = diffir.Restorer(sr4, precision="bf16").restore(x)
-    assert torch.isfinite(bf16).all() and (bf16 - fp32).abs().max() < 0.05
+    # The network's convolutions must really compute in bf16 (not a silent float32 run with the same result).
+    convs = [m for m in sr4.G.modules() if isinstance(m, torch.nn.Conv2d)]
+    dtypes: set[torch.dtype] = set()
+    hooks = [m.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype)) for m in convs]
+    try:
+        bf16 = diffir.Restorer(sr4, precision="bf16").restore(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert convs and dtypes == {torch.bfloat16}
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    assert 0 < (bf16 - fp32).abs().max() < 0.05
 
 
 def test_nan_in_reduced_precision_falls_back_to_fp32(sr4, monkeypatch) -> None:

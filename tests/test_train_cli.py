@@ -211,7 +211,7 @@ def test_kill_9_then_resume_auto_loses_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
     iters = [r["iter"] for r in _log(out) if "loss" in r]
-    assert iters[-1] == 8 and set(range(1, 9)) <= set(iters)
+    assert iters == list(range(1, 9))  # the iterations redone after the checkpoint are logged once
     assert not list((out / "checkpoints").glob(".tmp_*"))
     # ... and the weights equal those of an uninterrupted 8-iteration run, bit for bit
     ref = tmp_path / "ref"

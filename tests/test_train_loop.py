@@ -223,16 +223,18 @@ def test_nan_guard_rolls_back_to_last_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "changes",
+    ("changes", "switch_off"),
     [
-        {"diffusion": {"enabled": False}},  # V1
-        {"diffusion": {"optimization": "traditional"}},  # V2
-        {"diffusion": {"reverse_noise": True}, "losses": {"kd": {"type": "kl"}}},  # V4, Tab. 5 KL
-        {"diffusion": {"timesteps": 3}, "train": {"accum_steps": 2}, "losses": {"kd": {"type": "l2"}}},
+        ({"diffusion": {"enabled": False}}, {"diffusion": {"enabled": True}}),  # V1
+        ({"diffusion": {"optimization": "traditional"}}, {"diffusion": {"optimization": "joint"}}),  # V2
+        ({"diffusion": {"reverse_noise": True}, "losses": {"kd": {"type": "kl"}}},
+         {"diffusion": {"reverse_noise": False}}),  # V4, Tab. 5 KL
+        ({"diffusion": {"timesteps": 3}, "train": {"accum_steps": 2}, "losses": {"kd": {"type": "l2"}}},
+         {"diffusion": {"timesteps": None}}),
     ],
     ids=["v1_no_diffusion", "v2_traditional", "v4_reverse_noise_kl", "t3_accum2_l2"],
 )
-def test_ablation_switches_train(tmp_path, changes):
+def test_ablation_switches_train(tmp_path, changes, switch_off):
     s1 = str(random_s1(tmp_path))
     cfg = sr_config("s2", **_merge({"train": {"iters": 2}}, changes))
     t = Trainer(cfg, tmp_path / "run", from_s1=s1)
@@ -245,6 +247,15 @@ def test_ablation_switches_train(tmp_path, changes):
     assert denoise_moved == cfg.diffusion.enabled  # V1 bypasses the denoiser entirely
     assert any(not torch.equal(v, t.student.G.state_dict()[k]) for k, v in g_before.items())
     assert t.student.diffusion.timesteps == (cfg.diffusion.timesteps or 4)
+
+    # The switch must change the training step: the first iteration (same seed, same data) gives another loss
+    # with the switch alone turned back off, and exactly the logged one with it on.
+    def first_loss(config, name: str) -> float:
+        return Trainer(config, tmp_path / name, from_s1=s1).train_iteration(1)["loss"]
+
+    assert first_loss(cfg, "again") == recs[0]["loss"]
+    assert first_loss(sr_config("s2", **_merge(_merge({"train": {"iters": 2}}, changes), switch_off)),
+                      "off") != recs[0]["loss"]
 
 
 def test_s2_warmup_trains_only_cpen_s2_and_denoiser(tmp_path):

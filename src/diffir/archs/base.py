@@ -87,6 +87,15 @@ class Checkpoint:
     meta: dict[str, Any]  #: diffir safetensors metadata (``config`` parsed), or {}
     source: str  #: for messages
 
+def config_blame(stored: Mapping[str, Any], hints: Mapping[str, Any]) -> str:
+    """The fix for an invalid config met while loading: where its values came from."""
+    if hints:
+        return "check the options given with the checkpoint (and its stored config)"
+    if stored:
+        return "the config stored in the file was edited or damaged: convert the original checkpoint again"
+    return "the tensors do not describe a valid network: the file is damaged or not a diffir/official checkpoint"
+
+
 def load_strict(model: nn.Module, sd: StateDict, source: str) -> None:
     """``load_state_dict(strict=True)`` with one-line errors naming the file and the first bad key."""
     own = model.state_dict()

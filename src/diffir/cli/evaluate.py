@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffir.cli.arguments import add_threads, tile_size
+from diffir.cli.arguments import MAX_SEED, add_threads, tile_size, whole_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,13 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--mask-hole", choices=["white", "black"], default="white",
                      help="which mask value marks the hole (MAT masks: black) [white]")  # fmt: skip
     src.add_argument("--task", choices=["sr", "deblur", "inpaint"], help="task when no --model is given")
-    src.add_argument("--scale", type=int, help="SR scale when no --model is given")
-    src.add_argument("--limit", type=int, help="evaluate only the first N images")
+    src.add_argument("--scale", type=whole_number(1, what="an SR scale"), help="SR scale when no --model is given")
+    src.add_argument("--limit", type=whole_number(1, what="a number of images"),
+                     help="evaluate only the first N images")
 
     met = parser.add_argument_group("metrics")
     met.add_argument("--metrics", help="comma list of psnr,ssim,lpips,lpips_vgg,dists,niqe,fid [psnr,ssim; +niqe "
                      "for SR; + lpips, dists (and fid for inpainting) when their weights are found]")  # fmt: skip
-    met.add_argument("--crop-border", type=int, help="pixels removed per side [scale for SR, else 0]")
+    met.add_argument("--crop-border", type=whole_number(0, what="a border in pixels"),
+                     help="pixels removed per side [scale for SR, else 0]")
     chan = met.add_mutually_exclusive_group()
     chan.add_argument("--y-channel", dest="y_channel", action="store_true", default=None,
                       help="PSNR/SSIM on MATLAB Y [default for SR]")  # fmt: skip
@@ -54,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="replace the tables of an earlier evaluation in the output folder (default: refuse)")
     out.add_argument("--save-images", action="store_true", help="also write every method's full outputs")
     out.add_argument("--no-grids", action="store_true", help="do not write comparison crops")
-    out.add_argument("--grid-crop", type=int, default=128, help="crop side of the comparison grids [128]")
+    out.add_argument("--grid-crop", type=whole_number(1, what="a crop side in pixels"), default=128,
+                     help="crop side of the comparison grids [128]")
     out.add_argument("--no-baselines", action="store_true", help="only the model row")
     out.add_argument("--label", help="name of the model row [checkpoint file name; the run folder for "
                      "model/params/params_ema.safetensors]")  # fmt: skip
@@ -69,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     run_g.add_argument("--tile", type=tile_size, default="auto", help="LQ tile size, 0 = whole image, auto [auto]")
     add_threads(run_g, "auto", " [auto]")
-    run_g.add_argument("--seed", type=int, default=0, help="seed of the IPR noise and synthetic degradations [0]")
+    run_g.add_argument("--seed", type=whole_number(0, MAX_SEED, "a seed (torch's range)"), default=0,
+                       help="seed of the IPR noise and synthetic degradations, 0 .. 2**64-1 [0]")
 
 
 def run(args: argparse.Namespace) -> int:

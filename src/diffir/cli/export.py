@@ -32,14 +32,19 @@ def run(args: argparse.Namespace) -> int:
         raise DiffIRError(f"unknown export format {args.format!r}; supported: {', '.join(FORMATS)}")
 
     from diffir.export.onnx import DEFAULT_OPSET, check_opset, describe_graph, export_onnx, parse_size, require_onnx
+    from diffir.io.checkpoint import check_output_path
     from diffir.pipelines.model_source import load_inference_model
 
     opset = DEFAULT_OPSET if args.opset is None else args.opset
     check_opset(opset)
+    # Everything the user typed is checked before the (slow) model load and trace.
+    check_output_path(args.output)
+    if args.size is not None:
+        parse_size(args.size)
     require_onnx()
     model = load_inference_model(args.model)
     d = model.descriptor
-    size = parse_size(args.size, d.size_multiple) if args.size else None
+    size = parse_size(args.size, d.size_multiple) if args.size is not None else None
     path = export_onnx(model, args.output, opset=opset, sample_size=size,
                        check=not args.no_check)
     checked = "" if args.no_check else "; checked against torch with ONNX Runtime"

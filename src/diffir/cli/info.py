@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: Largest --size: the MAC count runs a real forward pass, whose time and memory grow with the area.
+MAX_SIZE = 2048
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="checkpoint path, `diffir train` run folder, model name or preset name "
@@ -14,19 +17,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffir.errors import ConfigError
+    from diffir.errors import ConfigError, one_line
     from diffir.io.checkpoint import load_model
     from diffir.io.locate import locate_model
     from diffir.profile import count_macs, parameter_breakdown
 
     if args.size is not None and args.size < 1:
         raise ConfigError(f"--size {args.size}: give the input side in pixels, a positive number")
+    if args.size is not None and args.size > MAX_SIZE:
+        raise ConfigError(f"--size {args.size}: at most {MAX_SIZE} (the count runs one forward pass at that size; "
+                          "MACs grow with the area)")
     where = locate_model(args.model, allow_preset=True)
     model = load_model(args.model, random_weights=True)
     c = model.config
+    multiple = model.descriptor.size_multiple
+    if args.size is not None and args.size % multiple:
+        raise ConfigError(f"--size {args.size}: the network needs a multiple of {multiple}, e.g. "
+                          f"{max(multiple, args.size // multiple * multiple)}")
     detail = c.meta.get("source") or c.meta.get("preset", "")
     origin = {"preset": "preset, random weights: ", "bundled": "bundled: ", "installed": "installed: "}
-    print(f"model: {type(model).__name__} ({origin.get(where.source, '')}{detail or where.name})")
+    print(f"model: {type(model).__name__} ({origin.get(where.source, '')}{one_line(detail or where.name)})")
     for key, value in c.to_dict().items():
         print(f"  {key:22s} {value}")
     if c.meta.get("assumed"):

@@ -55,8 +55,12 @@ def _installed_summary(path) -> str:
             meta = f.metadata() or {}
     except Exception:  # noqa: BLE001 - a damaged file is listed, not fatal; `diffir info` reports the cause
         return f"{path.name} (unreadable: see `diffir info {path}`)"
-    task, scale, arch = meta.get("task", "?"), meta.get("scale", "?"), meta.get("architecture", "diffir")
-    return f"{arch:7s} {task:8s} x{scale}  {path.name}"
+    from diffir.errors import one_line
+
+    # Metadata is text from the file: shown escaped and short, so a crafted value cannot rewrite the terminal.
+    task, scale, arch = (one_line(meta.get(k, default))[:20] for k, default in
+                         (("task", "?"), ("scale", "?"), ("architecture", "diffir")))
+    return f"{arch:7s} {task:8s} x{scale}  {one_line(path.name)}"
 
 
 def _official(pattern: str) -> int:

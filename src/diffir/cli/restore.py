@@ -20,7 +20,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffir.bundled import DEFAULT_MODEL
-from diffir.cli.arguments import add_threads, tile_size
+from diffir.cli.arguments import (
+    add_threads,
+    pixel_limit,
+    scale_factor,
+    seed,
+    threshold,
+    tile_size,
+    whole_number,
+)
+
+# The Restorer's own limit; repeated here so that `diffir restore -h` does not import torch.
+DEFAULT_MAX_OUTPUT_PIXELS = 250_000_000
 
 if TYPE_CHECKING:
     from diffir.pipelines.restorer import Restorer
@@ -42,11 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", metavar="FILE|DIR",
                    help="inpainting masks (white = hole, see --mask-hole): one file for all images, or a folder "
                         "holding <name>.*, <name>_mask.* or <name>_mask*.* per image")
-    p.add_argument("-s", "--outscale", type=float, default=None, metavar="F",
-                   help="final upscaling of the input (e.g. 3.5 with a x4 model; bicubic); default: the model's")
+    p.add_argument("-s", "--outscale", type=scale_factor, default=None, metavar="F",
+                   help="final upscaling of the input (e.g. 3.5 with a x4 model; bicubic; at most 64); default: the "
+                        "model's")
     p.add_argument("-t", "--tile", type=tile_size, default="auto", metavar="N|auto",
                    help="tile size in input pixels; 0 = whole image; auto (default) tiles large images only")
-    p.add_argument("--tile-overlap", type=int, default=32, metavar="N",
+    p.add_argument("--tile-overlap", type=whole_number(0, what="an overlap in pixels"), default=32, metavar="N",
                    help="overlap between tiles, blended smoothly (default: 32)")
     p.add_argument("--tile-stats", choices=("global", "local"), default="global",
                    help="global (default): tiles attend with whole-image statistics gathered in a first pass "
@@ -60,19 +72,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     add_threads(p, None, " (default: auto; under torchrun the cores divided by the processes per machine)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the stochastic IPR sampling (default 0: reproducible); negative = random")
+    p.add_argument("--seed", type=seed, default=0, metavar="N",
+                   help="seed of the stochastic IPR sampling, up to 2**64-1 (default 0: reproducible); negative = "
+                        "fresh noise every run")
     p.add_argument("--suffix", default="out", help="output name is <name>_<suffix>.<ext> (default: out; '' = none)")
     p.add_argument("--ext", choices=("auto", "png", "jpg", "webp", "tif"), default="auto",
                    help="output format; auto keeps the input's (default)")
-    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="tiles per forward pass (default: 1)")
+    p.add_argument("--batch-size", type=whole_number(1, what="a number of tiles"), default=1, metavar="N",
+                   help="tiles per forward pass (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
-    p.add_argument("--max-pixels", type=int, default=100_000_000, metavar="N",
+    p.add_argument("--max-pixels", type=pixel_limit, default=100_000_000, metavar="N|none",
                    help="refuse images larger than N pixels (decompression-bomb guard; default: 100,000,000; "
-                        "0 = no limit)")
-    p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default: 95)")
-    p.add_argument("--mask-threshold", type=float, default=0.5, metavar="T",
-                   help="mask values above T (0..1) are holes (default: 0.5)")
+                        "none = no limit)")
+    p.add_argument("--max-output-pixels", type=pixel_limit, default=DEFAULT_MAX_OUTPUT_PIXELS, metavar="N|none",
+                   help="refuse images whose output (input pixels x max(model scale, outscale)^2) is larger than N "
+                        f"pixels, before any work (default: {DEFAULT_MAX_OUTPUT_PIXELS:,}; none = no limit)")
+    p.add_argument("--quality", type=whole_number(0, 100, "a JPEG/WebP quality"), default=95, metavar="Q",
+                   help="JPEG/WebP quality, 0..100 (default: 95)")
+    p.add_argument("--mask-threshold", type=threshold, default=0.5, metavar="T",
+                   help="mask values above T (between 0 and 1) are holes (default: 0.5); a mask with holes only in "
+                        "its alpha channel is read from the alpha: transparent = hole (opaque with --mask-hole black)")
     p.add_argument("--mask-hole", choices=("white", "black"), default="white",
                    help="which mask colour marks the holes (default: white, as LaMa/DiffIR; black for MAT masks)")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -81,6 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffir.errors import DiffIRError, one_line
+    from diffir.io.atomic import remove_stale_temporaries
     from diffir.io.images import FORMATS
     from diffir.pipelines.files import check_writable, collect_inputs, is_earlier_output
     from diffir.pipelines.sharding import Shard, finish, gather_counts, shard
@@ -99,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             raise DiffIRError(f"every input is named *_{args.suffix}.*, like the outputs of an earlier run in the "
                               "same folder; give another -o folder or --suffix")
     check_writable(out_dir)
+    remove_stale_temporaries(out_dir)  # what a killed run (kill -9, power loss) left behind in this folder
     if not part.enabled:
         counts = _restore_files(args, part, inputs, out_dir)
         return _summary(args, [counts], earlier, out_dir)
@@ -146,8 +167,9 @@ def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], ou
     restorer = Restorer(
         args.model, tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats,
         precision=args.precision, compile=args.compile, device=rank_device(args.device, part),
-        seed=None if args.seed < 0 else args.seed, batch_size=args.batch_size, outscale=args.outscale,
+        seed=args.seed, batch_size=args.batch_size, outscale=args.outscale,
         mask_threshold=args.mask_threshold, mask_hole=args.mask_hole, progress=not args.quiet and part.is_main,
+        max_output_pixels=args.max_output_pixels,
     )
     inpaint = restorer.task == "inpaint"
     if inpaint and not args.mask:
@@ -175,7 +197,7 @@ def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], ou
         import torch
 
         threads = torch.get_num_threads()  # shown in the header: each process's share of the cores matters
-    max_pixels = args.max_pixels or None
+    max_pixels = args.max_pixels
     restorer.choose_precision()  # auto: measured now, with the thread count in effect
     precision = restorer.calibration.describe() if restorer.calibration else args.precision
 
@@ -184,7 +206,7 @@ def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], ou
     device = f"{restorer.device} ({threads} thread{'s' * (threads != 1)})" if threads else f"{restorer.device}"
     print(f"diffir restore{part.label}: {files}, {c.architecture} {c.task}"
           f"{f' x{c.scale}' if c.task == 'sr' else ''}, device {device}, {precision}, "
-          f"tile {args.tile}, seed {args.seed}", file=sys.stderr)
+          f"tile {args.tile}, seed {'random' if args.seed is None else args.seed}", file=sys.stderr)
     done, skipped, failed, claimed = 0, 0, 0, {}
     start = time.perf_counter()
     # disable=None: no bar when stderr is not a terminal (a log file would fill with carriage-return updates);
@@ -248,9 +270,11 @@ def _restore_one(path: Path, mask_spec: Path | None, out_dir: Path, restorer: Re
                  args: argparse.Namespace, claimed: dict[Path, Path], max_pixels: int | None) -> Path:
     """Read, restore and atomically write one file; returns the output path.  Raises on any problem."""
     from diffir.errors import DiffIRError, ImageError
-    from diffir.io.images import read_image, write_image
-    from diffir.pipelines.files import find_mask, output_path
+    from diffir.io.images import image_size, read_image, write_image
+    from diffir.pipelines.files import find_mask, output_path, read_mask
 
+    width, height = image_size(path, max_pixels=max_pixels)  # the header only: refuse huge work before decoding
+    restorer.check_output_size(height, width, str(path))
     record = read_image(path, max_pixels=max_pixels)
     target = output_path(path, out_dir, args.suffix, args.ext, has_alpha=record.pixels.shape[2] in (2, 4))
     if target in claimed:
@@ -259,11 +283,13 @@ def _restore_one(path: Path, mask_spec: Path | None, out_dir: Path, restorer: Re
     mask = None
     if mask_spec is not None:
         mask_path = find_mask(path, mask_spec)
-        mask = read_image(mask_path, max_pixels=max_pixels).pixels
-        if mask.shape[:2] != record.pixels.shape[:2]:
-            (mh, mw), (ih, iw) = mask.shape[:2], record.pixels.shape[:2]
+        holes = read_mask(mask_path, args.mask_threshold, args.mask_hole, max_pixels)
+        if holes.shape != record.pixels.shape[:2]:
+            (mh, mw), (ih, iw) = holes.shape, record.pixels.shape[:2]
             raise ImageError(f"{path}: mask {mask_path} is {mw}x{mh} but the image is {iw}x{ih}; "
                              "give a mask of the image's size")
+        # Holes are decided (alpha, 16-bit, polarity) by read_mask; handed over in the Restorer's convention.
+        mask = holes if args.mask_hole == "white" else ~holes
     result = restorer.restore(record.pixels, mask=mask)
     write_image(target, result, quality=args.quality, icc_profile=record.icc_profile)
     return target

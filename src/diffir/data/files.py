@@ -1,49 +1,33 @@
 """Finding and decoding training images.
 
-Images are decoded with Pillow only (no OpenCV in the core install) and returned as float32 RGB tensors
-in [0, 1], layout CHW, which is what every dataset and degradation in :mod:`diffir.data` consumes.
+Files are found and decoded by :mod:`diffir.io.images` (the one image reader: EXIF orientation applied, 16-bit
+kept) and returned as float32 tensors in [0, 1], layout CHW, which is what every dataset and degradation in
+:mod:`diffir.data` consumes.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from diffir.errors import DiffIRError, ImageError
+from diffir.io import images
+from diffir.io.images import IMAGE_EXTENSIONS, ImageFolderError, list_images
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderError", "SkippingReader", "list_images", "read_gray", "read_image"]
 
-
-class ImageFolderError(DiffIRError):
-    """A dataset folder is missing or holds no images.
-
-    ``problem`` is the message without its parenthesised hint, so callers that know where the path came from
-    (``diffir train``: the config key and environment variable) can give their own fix instead.
-    """
-
-    def __init__(self, folder: Path, problem: str, hint: str) -> None:
-        super().__init__(f"{problem} ({hint})")
-        self.folder, self.problem, self.hint = folder, problem, hint
+# PIL's RGB -> L weights (ITU-R 601-2 luma) in 16-bit fixed point, so a colour kernel or mask reads as before.
+_LUMA_FIXED = (19595, 38470, 7471)
 
 
-def list_images(folder: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """All image files below ``folder`` (recursive, sorted) or a one-line :class:`ImageFolderError`."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        where = "no such folder" if root.is_absolute() else f"relative to the working directory {Path.cwd()}"
-        if root.exists():
-            where = "it is a file, not a folder"
-        raise ImageFolderError(root, f"image folder not found: {root}", where)
-    exts = {e.lower() for e in extensions}
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())
-    if not files:
-        raise ImageFolderError(root, f"no images in {root}", f"looked recursively for {', '.join(sorted(exts))}")
-    return files
+def _float_pixels(path: str | Path) -> np.ndarray:
+    """(H, W, C) float32 in [0, 1] scaled by the file's own depth (uint8 / 255, uint16 / 65535)."""
+    pixels = images.read_image(path).pixels
+    top = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    return pixels.astype(np.float32) / np.float32(top)
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -52,31 +36,22 @@ def read_image(path: str | Path) -> torch.Tensor:
     Grey and palette images are expanded to RGB, alpha is dropped, 16-bit images keep their precision.
     Raises :class:`ImageError` when the file cannot be decoded.
     """
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit greyscale: scale by the 16-bit range instead of clipping to 8 bits.
-                arr = np.asarray(im, dtype=np.float32) / 65535.0
-                arr = np.repeat(arr[..., None], 3, axis=2)
-            else:
-                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from exc
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    arr = _float_pixels(path)
+    channels = arr.shape[2]
+    rgb = np.repeat(arr[..., :1], 3, axis=2) if channels in (1, 2) else arr[..., :3]
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
 
 
 def read_gray(path: str | Path) -> torch.Tensor:
     """Decode one image as a float32 single-channel tensor (1, H, W) in [0, 1] (masks, kernels)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float32) / 65535.0
-            else:
-                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from exc
+    pixels = images.read_image(path).pixels
+    if pixels.shape[2] >= 3:  # luma as Pillow's convert("L"), in the file's depth
+        r, g, b = (pixels[..., i].astype(np.uint64) for i in range(3))
+        gray = (r * _LUMA_FIXED[0] + g * _LUMA_FIXED[1] + b * _LUMA_FIXED[2] + 0x8000) >> 16
+    else:
+        gray = pixels[..., 0]
+    top = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    arr = gray.astype(np.float32) / np.float32(top)
     return torch.from_numpy(np.ascontiguousarray(arr))[None]
 
 

@@ -8,12 +8,10 @@ inputs show the hole in magenta.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["choose_crop", "comparison_grid", "save_grid"]
+__all__ = ["choose_crop", "comparison_grid"]
 
 _LABEL_H = 18
 _GAP = 4
@@ -83,7 +81,3 @@ def comparison_grid(
         draw.text((x + 2, 3), label, fill="black")
     return canvas
 
-
-def save_grid(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from diffir.errors import ConfigError
+from diffir.io.images import ImageFolderError, list_images
 
-__all__ = ["EvalPair", "Layout", "detect_layout", "list_images", "read_rgb", "read_mask", "pair_files", "require_dir"]
+__all__ = ["EvalPair", "Layout", "detect_layout", "images_in", "read_rgb", "read_mask", "pair_files", "require_dir"]
 
 # The shared data pack (``$DIFFIR_DATA``): benchmark folders relative to it, quoted in the "not a folder" hint.
 SHARED_LAYOUT = ("sr/Set5", "sr/Set14", "sr/B100", "realsr/RealSR", "deblur/real_pairs", "inpaint/celeba_hq_256",
                  "inpaint/fixtures/MAT_CelebA-HQ")  # fmt: skip
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _SCALE_SUFFIX = re.compile(r"(?:[_-]?x\d|[_-]?LR\d|[_-]?lr\d|[_-]?bicubic)$", re.IGNORECASE)
 
 
@@ -57,8 +57,12 @@ class Layout:
     description: str = ""
 
 
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (sorted), [] when it holds none: callers say what was expected."""
+    try:
+        return list_images(folder, recursive=False)
+    except ImageFolderError:
+        return []
 
 
 def _sub(root: Path, *names: str) -> Path | None:
@@ -104,7 +108,7 @@ def detect_layout(root: Path, scale: int | None = None, degrade: str | None = No
     if _sub(root, "images") and _sub(root, "masks"):
         return Layout("inpaint", root / "images", mask_dir=root / "masks", description="images/ + masks/")
     if gt is None:
-        if not list_images(root):
+        if not images_in(root):
             raise ConfigError(f"--data {root}: no images and no HR/, GT/, sharp/ or images/ sub-folder")
         gt = root
     if degrade:
@@ -130,17 +134,17 @@ def _key(stem: str) -> str:
 def pair_files(layout: Layout, limit: int | None = None) -> list[EvalPair]:
     """Match files of the layout's folders by name; unmatched files are reported, not silently dropped."""
     if layout.kind == "gt_only":
-        pairs = [EvalPair(p.stem, p) for p in list_images(layout.gt_dir)]
+        pairs = [EvalPair(p.stem, p) for p in images_in(layout.gt_dir)]
     elif layout.kind == "inpaint":
-        masks = {p.stem: p for p in list_images(layout.mask_dir)}
-        pairs = [EvalPair(p.stem, p, mask=masks.get(p.stem)) for p in list_images(layout.gt_dir)]
+        masks = {p.stem: p for p in images_in(layout.mask_dir)}
+        pairs = [EvalPair(p.stem, p, mask=masks.get(p.stem)) for p in images_in(layout.gt_dir)]
         missing = [p.name for p in pairs if p.mask is None]
         if missing:
             raise ConfigError(f"{layout.mask_dir}: no mask for {', '.join(missing[:3])}")
     else:
-        lqs = {_key(p.stem): p for p in list_images(layout.lq_dir)}
+        lqs = {_key(p.stem): p for p in images_in(layout.lq_dir)}
         pairs = []
-        for gt in list_images(layout.gt_dir):
+        for gt in images_in(layout.gt_dir):
             lq = lqs.get(gt.stem) or lqs.get(_key(gt.stem))
             if lq is None:
                 raise ConfigError(f"{layout.lq_dir}: no LQ image matching {gt.name}")
@@ -163,8 +167,9 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path, hole: str = "white") -> np.ndarray:
-    """Binary hole mask (uint8 HW, 1 = hole).  ``hole='white'``: 255 = hole (LaMa, edge-connect);
-    ``'black'``: 0 = hole (MAT)."""
-    grey = read_rgb(path).max(axis=2)
-    holes = grey > 127
-    return (holes if hole == "white" else ~holes).astype(np.uint8)
+    """Binary hole mask (uint8 HW, 1 = hole), read as ``diffir restore`` reads it (threshold 0.5, alpha-only
+    holes, 16-bit files holding 8-bit values: :func:`diffir.pipelines.files.hole_map`).  ``hole='white'``:
+    255 = hole (LaMa, edge-connect); ``'black'``: 0 = hole (MAT)."""
+    from diffir.pipelines.files import read_mask as read_hole_map
+
+    return read_hole_map(path, 0.5, hole).astype(np.uint8)

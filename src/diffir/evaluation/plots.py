@@ -16,6 +16,7 @@ from typing import Any
 
 from diffir.errors import ConfigError
 from diffir.install import pip_extra
+from diffir.io.atomic import atomic_path
 
 __all__ = ["PaperPoint", "PAPER_REALSR_POINTS", "read_training_log", "plot_training_curves", "plot_psnr_vs_macs"]
 
@@ -136,7 +137,8 @@ def plot_training_curves(runs: list[str | Path], out_dir: str | Path, names: lis
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "training_curves.png"
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return [path]
 
@@ -192,6 +194,7 @@ def plot_psnr_vs_macs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "psnr_vs_macs.png"
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffir.io.atomic import write_text
 from diffir.metrics.registry import METRICS
 
 __all__ = ["EvalResult", "write_reports", "markdown_table"]
@@ -86,19 +88,15 @@ def write_reports(result: EvalResult, out_dir: Path) -> dict[str, Path]:
         "markdown": out_dir / "results.md",
         "json": out_dir / "results.json",
     }
-    with open(paths["per_image"], "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", "method", *metrics, "notes"])
-        for r in result.rows:
-            writer.writerow([r["image"], r["method"], *(_csv(r.get(m)) for m in metrics), r.get("notes", "")])
+    rows = [["image", "method", *metrics, "notes"]]
+    rows += [[r["image"], r["method"], *(_csv(r.get(m)) for m in metrics), r.get("notes", "")] for r in result.rows]
+    write_text(paths["per_image"], _csv_text(rows))
     means = result.means()
     all_cols = [m for m in result.metrics if m not in result.skipped]
-    with open(paths["summary"], "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["method", *all_cols])
-        for method in result.methods:
-            writer.writerow([method, *(_csv(means[method].get(m)) for m in all_cols)])
-    paths["markdown"].write_text(_markdown_document(result))
+    rows = [["method", *all_cols]]
+    rows += [[method, *(_csv(means[method].get(m)) for m in all_cols)] for method in result.methods]
+    write_text(paths["summary"], _csv_text(rows))
+    write_text(paths["markdown"], _markdown_document(result))
     payload = {
         "dataset": result.dataset,
         "task": result.task,
@@ -110,8 +108,14 @@ def write_reports(result: EvalResult, out_dir: Path) -> dict[str, Path]:
         "skipped": result.skipped,
         "notes": result.notes,
     }
-    paths["json"].write_text(json.dumps(payload, indent=2, allow_nan=True))
+    write_text(paths["json"], json.dumps(payload, indent=2, allow_nan=True))
     return paths
+
+
+def _csv_text(rows: list[list]) -> str:
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
 
 
 def _csv(value: float | None) -> str:

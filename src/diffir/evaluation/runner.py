@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from diffir.errors import ConfigError, one_line
 from diffir.evaluation.baselines import baselines_for
 from diffir.evaluation.degrade import degradation_task, degrade
-from diffir.evaluation.grids import comparison_grid, save_grid
+from diffir.evaluation.grids import comparison_grid
 from diffir.evaluation.items import EvalPair, Layout, detect_layout, pair_files, read_mask, read_rgb, require_dir
 from diffir.evaluation.report import EvalResult, write_reports
 from diffir.metrics.registry import METRICS, build_metric, describe
@@ -259,7 +260,10 @@ def evaluate(
     progress = tqdm(pairs, desc=f"eval {dataset}", unit="img", leave=False, disable=None)
     plain = progress.disable  # no terminal: one plain line per image instead of a bar
     started = time.perf_counter()
-    with progress:  # closed (and cleared) before an error is printed
+    _remove_stale_temporaries(out)
+    with progress, warnings.catch_warnings():  # the bar is closed (and cleared) before an error is printed
+        # A reader's warning (mask selecting no pixel, animated image) as one line, like every eval warning.
+        warnings.showwarning = lambda message, *_args, **_kwargs: warn(str(message))
         for index, pair in enumerate(progress):
             if plain:
                 print(f"diffir eval {dataset}: image {index + 1}/{len(pairs)} {pair.name} "
@@ -292,7 +296,7 @@ def evaluate(
                     _save(out / "images" / _slug(method) / f"{pair.name}.png", img)
             if opts.grids:
                 grid = comparison_grid(lq, outputs, gt_c, crop=opts.grid_crop, hole=hole, captions=captions)
-                save_grid(grid, out / "grids" / f"{_slug(pair.name)}.png")
+                _save(out / "grids" / f"{_slug(pair.name)}.png", np.asarray(grid))
 
     if hole_fractions:
         source = f" (mask files, --mask-hole {opts.mask_hole})" if layout.kind == "inpaint" else ""
@@ -335,7 +339,17 @@ def _score(pair: EvalPair, method: str, img: np.ndarray, gt: np.ndarray, metrics
 
 
 def _save(path: Path, img: np.ndarray) -> None:
-    from PIL import Image
+    """Atomic (never a half-written image after a crash), with the umask's permissions."""
+    from diffir.io.images import write_image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
+    write_image(path, img)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove the hidden temporaries a killed evaluation left in the folders it writes images to."""
+    from diffir.io.atomic import remove_stale_temporaries
+
+    images = out / "images"
+    methods = [p for p in images.iterdir() if p.is_dir()] if images.is_dir() else []
+    for folder in (out, out / "grids", *methods):
+        remove_stale_temporaries(folder)

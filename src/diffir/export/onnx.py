@@ -185,11 +185,14 @@ def export_onnx(
     The file is written to a temporary name next to ``path`` and renamed when complete.
     """
     from diffir import __version__
+    from diffir.errors import describe_os_error
     from diffir.io.atomic import atomic_path
+    from diffir.io.checkpoint import check_output_path
     from diffir.pipelines.model_source import load_inference_model
     from diffir.runtime import reference_path
 
     check_opset(opset)
+    path = check_output_path(path)  # before the slow load and trace
     require_onnx()
     import onnx
 
@@ -219,24 +222,27 @@ def export_onnx(
     # offline but needs onnxscript and shape constraints (H = 8·h ...), and took 77 s on the same tiny model.
     # The plain (reference) formulation is traced: the fast path's channels-last token layout is not part of what
     # an ONNX runtime sees.
-    with atomic_path(path) as tmp, reference_path(), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=DeprecationWarning)  # the legacy exporter announces itself
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)  # shape arithmetic is recorded as ops
-        torch.onnx.export(
-            graph, (lq, *feeds.values()), str(tmp), dynamo=False, opset_version=opset,
-            input_names=names, output_names=[OUTPUT_NAME],
-            dynamic_axes={k: v for k, v in dynamic_axes.items() if k in (*names, OUTPUT_NAME)},
-        )
-        proto = onnx.load(str(tmp))
-        meta = {
-            "architecture": d.architecture, "task": d.task, "scale": d.scale, "size_multiple": d.size_multiple,
-            "in_channels": d.in_channels, "out_channels": d.out_channels,
-            "prior_shape": ",".join(map(str, d.prior_shape)), "noise_draws": draws, "diffir_version": __version__,
-        }
-        onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
-        onnx.save(proto, str(tmp))
-        if check:
-            check_export(model, tmp, (height + d.size_multiple, width + 2 * d.size_multiple))
+    meta = {
+        "architecture": d.architecture, "task": d.task, "scale": d.scale, "size_multiple": d.size_multiple,
+        "in_channels": d.in_channels, "out_channels": d.out_channels,
+        "prior_shape": ",".join(map(str, d.prior_shape)), "noise_draws": draws, "diffir_version": __version__,
+    }
+    try:
+        with atomic_path(path) as tmp, reference_path(), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=DeprecationWarning)  # the legacy exporter announces itself
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)  # shape arithmetic is recorded
+            torch.onnx.export(
+                graph, (lq, *feeds.values()), str(tmp), dynamo=False, opset_version=opset,
+                input_names=names, output_names=[OUTPUT_NAME],
+                dynamic_axes={k: v for k, v in dynamic_axes.items() if k in (*names, OUTPUT_NAME)},
+            )
+            proto = onnx.load(str(tmp))
+            onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
+            onnx.save(proto, str(tmp))
+            if check:
+                check_export(model, tmp, (height + d.size_multiple, width + 2 * d.size_multiple))
+    except OSError as exc:  # full disk, permissions ...: named after the output, not its temporary file
+        raise DiffIRError(describe_os_error(exc, path)) from None
     return Path(path)
 
 

@@ -109,3 +109,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
         except OSError:
             continue
     return removed
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a reader never sees half a report."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

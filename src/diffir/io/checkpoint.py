@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from torch import nn
 
 from diffir.archs import Checkpoint, architecture, architecture_of, architectures
 from diffir.archs.base import load_strict  # noqa: F401 - part of this module's API
-from diffir.errors import CheckpointError
-from diffir.io.atomic import atomic_path, save_safetensors
+from diffir.errors import CheckpointError, describe_os_error
+from diffir.io.atomic import atomic_path, remove_stale_temporaries, save_safetensors
 from diffir.io.runs import per_network_files, resolve_checkpoint_path
 from diffir.io.torchfile import read_torch_file
 
@@ -47,16 +48,29 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[St
     path = resolve_checkpoint_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file or folder")
-    meta: dict[str, Any] = {}
-    if path.suffix == ".safetensors" or _is_safetensors(path):
-        sd, raw_meta = _read_safetensors(path)
-        meta = dict(raw_meta)
-        if "config" in meta:
-            meta["config"] = json.loads(meta["config"])
-    else:
+    try:
+        if path.suffix == ".safetensors" or _is_safetensors(path):
+            sd, raw_meta = _read_safetensors(path)
+            return sd, {**raw_meta, **_parsed_config(path, raw_meta)}
         obj = read_torch_file(path)
-        sd = unwrap_state_dict(obj, key=key, source=str(path))
-    return sd, meta
+    except OSError as exc:  # permission denied, I/O error ...: the file may be fine, so never call it damaged
+        raise CheckpointError(describe_os_error(exc, path)) from None
+    return unwrap_state_dict(obj, key=key, source=str(path)), {}
+
+
+def _parsed_config(path: Path, meta: Mapping[str, str]) -> dict[str, Any]:
+    """``{"config": dict}`` from the JSON ``config`` metadata (its values are checked by the architecture)."""
+    if "config" not in meta:
+        return {}
+    try:
+        config = json.loads(meta["config"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: the model config in the file's metadata is not valid JSON ({exc}); the file "
+                              "was edited or damaged: convert the original checkpoint again") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: the model config in the file's metadata is a {type(config).__name__}, not a "
+                              "JSON object; the file was edited or damaged: convert the original checkpoint again")
+    return {"config": config}
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -69,18 +83,42 @@ def _is_safetensors(path: Path) -> bool:
 def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
+    with open(path, "rb"):  # a permission problem surfaces here as an OSError, not as a "damaged file"
+        pass
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({str(exc).splitlines()[0]})") from None
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: damaged or truncated safetensors file ({reason[:120]}); download or copy it "
+                              "again") from None
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{path}: damaged safetensors metadata; download or copy the file again")
     # The official layout shares tensors (diffusion.model.* = denoise.*), which safetensors cannot store; writers
     # record each omitted duplicate in the metadata as {duplicate_key: source_key}.
     for dup, src in meta.items():
         if dup.startswith("diffusion.") and src in sd and dup not in sd:
             sd[dup] = sd[src]
     return sd, meta
+
+
+def first_nonfinite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """Name of the first floating-point tensor holding a NaN or an infinity, or None."""
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            continue
+        try:
+            finite = bool(torch.isfinite(t).all())
+        except (RuntimeError, TypeError):  # float8 kinds have no isfinite kernel
+            finite = bool(torch.isfinite(t.float()).all())
+        if not finite:
+            return name
+    return None
+
+
+def _nonfinite_message(source: str, name: str) -> str:
+    return f"{source}: tensor {name} has NaN/Inf values; the checkpoint is damaged"
 
 
 def unwrap_state_dict(obj: Any, key: str | None = None, source: str = "checkpoint") -> StateDict:
@@ -206,12 +244,20 @@ def load_model(
             model = create_model(str(where.name)).eval()
             return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
         src = where.target
+    model = _load_checkpoint(src, key, config, hints)
+    if (bad := first_nonfinite(model.state_dict())) is not None:  # such a network gives black/garbage images
+        warnings.warn(_nonfinite_message(model.config.meta["source"], bad) + " (the results will be wrong)",
+                      stacklevel=2)
+    return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+
+
+def _load_checkpoint(src: Any, key: str | None, config: Any, hints: Mapping[str, Any]) -> nn.Module:
+    """The model in a checkpoint (no name lookup), in eval mode on the CPU."""
     ckpt = read_sources(src, key)
     arch = _architecture_for(ckpt)
     model = arch.load(ckpt, config, hints)
     model.config.meta["source"] = ckpt.source
-    model.eval()
-    return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    return model.eval()
 
 
 # ------------------------------------------------------------------------------------------------- saving
@@ -256,12 +302,71 @@ def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False
     return path
 
 
+def check_output_path(path: str | os.PathLike, allow_folder: bool = False) -> Path:
+    """Fail early, with one line naming ``path``, when a file cannot be written there (before any slow work).
+
+    Checks: not an existing folder (unless ``allow_folder``: one file per network), the nearest existing ancestor
+    is a writable folder, and the name (with the temporary-file decoration of :mod:`diffir.io.atomic`) fits the
+    file system's limit.
+    """
+    path = Path(path).expanduser()
+    try:
+        _check_output_path(path, allow_folder)
+    except OSError as exc:  # e.g. a folder on the way that cannot be searched
+        raise CheckpointError(describe_os_error(exc, path)) from None
+    return path
+
+
+def _check_output_path(path: Path, allow_folder: bool) -> None:
+    if path.is_dir() and not allow_folder:
+        raise CheckpointError(f"{path}: is a folder; give a file name (a new file, or a file inside it)")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CheckpointError(f"{path}: {ancestor} is a file, not a folder; choose another output path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{path}: permission denied (cannot write in {ancestor}); check the folder's "
+                              "permissions or write elsewhere")
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    temporary = f".{path.name}.{os.getpid()}-00000000.tmp{path.suffix}"  # the name atomic_path writes first
+    too_long = [part for part in (*path.parts[:-1], temporary) if len(os.fsencode(part)) > limit]
+    if too_long:
+        raise CheckpointError(f"{path}: file name too long (at most {limit - len(temporary) + len(path.name)} "
+                              "bytes here); choose a shorter name")
+
+
 def convert(src: Any, dst: str | os.PathLike, key: str | None = None, **hints: Any) -> Path:
     """Convert a checkpoint: ``.safetensors`` → diffir format; ``.pth`` → the official layout (a folder of
-    per-network files for architectures released that way)."""
-    model = load_model(src, key=key, **hints)
-    dst = Path(dst)
-    official_folder = dst.suffix == "" and list(architecture_of(model).official_files(model)) != [""]
-    if dst.suffix not in (".safetensors", ".pth", ".pt") and not official_folder:
+    per-network files for architectures released that way).
+
+    Refuses damaged weights (NaN/Inf) and checks ``dst`` before reading; nothing is written unless it all works.
+    """
+    dst = Path(dst).expanduser()
+    if dst.suffix not in (".safetensors", ".pth", ".pt", ""):
         raise CheckpointError(f"{dst}: output must end in .safetensors (diffir) or .pth (official BasicSR layout)")
-    return save_model(model, dst, official=dst.suffix != ".safetensors")
+    check_output_path(dst, allow_folder=dst.suffix == "")
+    if isinstance(src, (str, os.PathLike)):
+        from diffir.io.locate import locate_model
+
+        src = locate_model(src).target
+    model = _load_checkpoint(src, key, None, hints)
+    if (bad := first_nonfinite(model.state_dict())) is not None:
+        raise CheckpointError(_nonfinite_message(model.config.meta["source"], bad))
+    official_folder = dst.suffix == "" and list(architecture_of(model).official_files(model)) != [""]
+    if dst.suffix == "" and not official_folder:
+        raise CheckpointError(f"{dst}: output must end in .safetensors (diffir) or .pth (official BasicSR layout)"
+                              f"{'; it is a folder' if dst.is_dir() else ''}")
+    if official_folder and dst.exists() and not dst.is_dir():
+        raise CheckpointError(f"{dst}: is a file; the official {architecture_of(model).name} layout is a folder of "
+                              "per-network files: give a folder name")
+    remove_stale_temporaries(dst.parent)  # what a killed earlier conversion left next to the output
+    if official_folder:
+        remove_stale_temporaries(dst)
+    try:
+        return save_model(model, dst, official=dst.suffix != ".safetensors")
+    except OSError as exc:  # full disk, permissions ...: named after the output, not its temporary file
+        raise CheckpointError(describe_os_error(exc, dst)) from None

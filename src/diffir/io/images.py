@@ -7,6 +7,8 @@ C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), so nothing is lost between 
   (and only those) go through OpenCV (the ``[images]`` extra); a clear error says so if missing.
 * EXIF orientation is applied on reading (the output is written upright, without the tag).
 * A decompression-bomb limit (``max_pixels``) is checked from the header, before any pixel is decoded.
+* Only the first frame of an animated (GIF/APNG/WebP) or multi-page (TIFF) file is read, with a warning.
+* An operating-system failure (permission denied, I/O error) is reported as such, never as a damaged file.
 * Writes are atomic: a hidden temporary file in the target folder, renamed over the target when complete, so
   an interrupted run never leaves a truncated image behind.
 """
@@ -14,9 +16,10 @@ C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), so nothing is lost between 
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +27,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from diffir.errors import ImageError
+from diffir.errors import DiffIRError, ImageError, describe_os_error
 from diffir.install import pip_extra
 from diffir.io.atomic import atomic_path
 
 #: Default decompression-bomb limit: 100 megapixels (a 4K frame is 8.3 MP).  ``None`` or 0 disables it.
 DEFAULT_MAX_PIXELS = 100_000_000
+#: Extensions of the image files a folder is searched for (restore folders, training sets, benchmarks).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Extensions ``write_image`` knows, mapped to Pillow format names.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
            ".bmp": "BMP"}
@@ -55,53 +60,145 @@ class ImageRecord:
         return 16 if self.pixels.dtype == np.uint16 else 8
 
 
+# ------------------------------------------------------------------------------------------------ folders
+class ImageFolderError(DiffIRError):
+    """A dataset folder is missing or holds no images.
+
+    ``problem`` is the message without its parenthesised hint, so callers that know where the path came from
+    (``diffir train``: the config key and environment variable) can give their own fix instead.
+    """
+
+    def __init__(self, folder: Path, problem: str, hint: str) -> None:
+        super().__init__(f"{problem} ({hint})")
+        self.folder, self.problem, self.hint = folder, problem, hint
+
+
+def list_images(folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS, *,
+                recursive: bool = True) -> list[Path]:
+    """The image files in ``folder`` (sorted; below it too when ``recursive``) or a one-line
+    :class:`ImageFolderError` when the folder is missing or holds none.
+
+    Hidden files are left out: they are editor/OS companions (``._x.png``) or an interrupted run's temporaries."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        where = "no such folder" if root.is_absolute() else f"relative to the working directory {Path.cwd()}"
+        if root.exists():
+            where = "it is a file, not a folder"
+        raise ImageFolderError(root, f"image folder not found: {root}", where)
+    exts = {e.lower() for e in extensions}
+    entries = root.rglob("*") if recursive else root.iterdir()
+    files = sorted(p for p in entries if p.suffix.lower() in exts and not p.name.startswith(".") and p.is_file())
+    if not files:
+        how = "recursively " if recursive else ""
+        raise ImageFolderError(root, f"no images in {root}", f"looked {how}for {', '.join(sorted(exts))}")
+    return files
+
+
 # ------------------------------------------------------------------------------------------------ reading
 def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageRecord:
-    """Decode an image file (upright, native depth).  Raises :class:`ImageError` with a one-line reason."""
+    """Decode an image file (upright, native depth).  Raises :class:`ImageError` with a one-line reason.
+
+    An animated or multi-page file gives its first frame and a warning naming the file."""
     path = Path(path)
-    try:
-        with _open(path, max_pixels) as im:
-            deep_colour = _is_16bit_colour(im)  # before getexif(), which may decode a PNG and drop im.tile
-            orientation = _exif_orientation(im)
-            # A CMYK/Lab profile does not describe the RGB pixels we decode them to: drop it.
-            icc = im.info.get("icc_profile") if im.mode in _ICC_MODES else None
-            fmt = im.format or "PNG"
-            if deep_colour:
-                im.load()  # Pillow first: a truncated file raises here, before libpng prints to stderr
-                pixels = _read_with_cv2(path)
-            else:
-                im.load()
-                pixels = pil_to_array(im)
-    except ImageError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of saying "broken file"
-        raise ImageError(f"{path}: cannot decode image ({_short(exc)}); the file is damaged or incomplete, "
-                         "re-export or re-copy it") from None
+    with _decode_errors(path), _open(path, max_pixels) as im:
+        deep_colour = _is_16bit_colour(im)  # before getexif(), which may decode a PNG and drop im.tile
+        orientation = _exif_orientation(im)
+        # A CMYK/Lab profile does not describe the RGB pixels we decode them to: drop it.
+        icc = im.info.get("icc_profile") if im.mode in _ICC_MODES else None
+        fmt = im.format or "PNG"
+        if deep_colour:
+            im.load()  # Pillow first: a truncated file raises here, before libpng prints to stderr
+            pixels = _read_with_cv2(path)
+        else:
+            im.load()
+            pixels = pil_to_array(im)
+        frames = _frame_count(im)
+        if fmt == "PNG":
+            _verify_png(path)
+    if frames > 1:
+        what = "multi-page image with {} pages; only the first page" if fmt == "TIFF" else \
+            "animated image with {} frames; only the first frame"
+        warnings.warn(f"{path}: {what.format(frames)} is restored", stacklevel=2)
     return ImageRecord(_apply_orientation(pixels, orientation), fmt, icc)
+
+
+def image_size(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding pixels (same checks and errors as reading)."""
+    path = Path(path)
+    with _decode_errors(path), _open(path, max_pixels) as im:
+        return im.size
+
+
+@contextmanager
+def _decode_errors(path: Path) -> Iterator[None]:
+    """Turn what opening/decoding raises into one :class:`ImageError` line naming ``path``."""
+    try:
+        yield
+    except ImageError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ImageError(f"{path}: {exc}") from None  # e.g. "32-bit float images are not supported"
+    except DiffIRError:
+        raise
+    except OSError as exc:
+        if exc.errno is not None:  # the operating system's (permission, I/O ...), not Pillow's "truncated"
+            raise ImageError(describe_os_error(exc, path)) from None
+        raise _damaged(path, exc) from None
+    except (SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of saying "broken file"
+        raise _damaged(path, exc) from None
+
+
+def _damaged(path: Path, exc: BaseException) -> ImageError:
+    return ImageError(f"{path}: cannot decode image ({_short(exc)}); the file is damaged or incomplete, "
+                      "re-export or re-copy it")
+
+
+def _frame_count(im: Image.Image) -> int:
+    try:
+        return int(getattr(im, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - a broken later frame must not make the first one unreadable
+        return 1
 
 
 @contextmanager
 def _open(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{path}: is a folder, not an image file")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file (0 bytes); re-export or re-copy it")
+    with _pil_open(path) as im:
+        w, h = im.size
+        if max_pixels and w * h > max_pixels:
+            raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} pixels "
+                             "(raise it with --max-pixels N, none = no limit; Python: max_pixels=N, None = no limit)")
+        yield im
+
+
+def _pil_open(path: Path) -> Image.Image:
     try:
         # Pillow's own bomb check is a process-wide global; we check the header size ourselves instead.
         with _PIL_LIMIT_LOCK:
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
-                im = Image.open(path)
+                return Image.open(path)
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
-    with im:
-        w, h = im.size
-        if max_pixels and w * h > max_pixels:
-            raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} pixels "
-                             "(raise it with --max-pixels N / max_pixels=N; 0 = no limit)")
-        yield im
+
+
+def _verify_png(path: Path) -> None:
+    """Check every chunk's CRC: Pillow decodes the image data without it, so a flipped byte in a PNG would
+    otherwise come back as a silently wrong picture instead of an error (the checks before the image data
+    happen on opening, the rest here)."""
+    with _pil_open(path) as im:
+        im.verify()
 
 
 def _is_16bit_colour(im: Image.Image) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diffir.errors import CheckpointError
+from diffir.errors import CheckpointError, describe_os_error
 
 if TYPE_CHECKING:
     from diffir.official import OfficialWeights
@@ -70,6 +70,13 @@ def _looks_like_path(text: str) -> bool:
 
 def locate_model(spec: str | os.PathLike, *, allow_preset: bool = False) -> ModelLocation:
     """Resolve ``spec`` (see the module docstring); a one-line :class:`CheckpointError` when nothing matches."""
+    try:
+        return _locate(spec, allow_preset)
+    except OSError as exc:  # a name too long for the file system, a folder on the way that cannot be searched
+        raise CheckpointError(describe_os_error(exc, spec)) from None
+
+
+def _locate(spec: str | os.PathLike, allow_preset: bool) -> ModelLocation:
     from diffir.bundled import bundled_path
     from diffir.io.runs import resolve_checkpoint_path
 

@@ -62,6 +62,15 @@ def _sniff(path: Path) -> str | None:
     return "not a checkpoint"
 
 
+def _unpickler_reason(text: str) -> str:
+    """The one line of torch's weights-only refusal that says what was refused (the rest is general advice)."""
+    if "WeightsUnpickler error:" in text:
+        return text.split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
+    advice = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith(advice)), lines[0] if lines else "unsafe content")
+
+
 def read_torch_file(path: str | Path) -> Any:
     path = Path(path)
     kind = _sniff(path)
@@ -72,9 +81,13 @@ def read_torch_file(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message is several lines of advice; the reason follows "WeightsUnpickler error:".
-        first_error = str(exc).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first_error = _unpickler_reason(str(exc))
+    except OSError as exc:
+        if exc.errno is not None:  # permission denied, I/O error ...: about the file system, not the content
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch or safetensors checkpoint ({reason[:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, EOFError) or "central directory" in reason or "zip archive" in reason:
             reason = "truncated or corrupt file; download or copy it again"

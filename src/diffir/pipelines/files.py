@@ -1,17 +1,23 @@
-"""Which files to restore, which mask goes with which image, and where each result goes."""
+"""Which files to restore, which mask goes with which image (and where its holes are), where each result goes."""
 
 from __future__ import annotations
 
 import glob
 import os
+import warnings
 from pathlib import Path
 
-from diffir.errors import DiffIRError, ImageError
+import numpy as np
+
+from diffir.errors import DiffIRError, ImageError, describe_os_error
+from diffir.io.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image
 
 #: ``--ext auto``: the input's own format where we can write it, else PNG.
 _AUTO_EXT = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp", ".tif": ".tif", ".tiff": ".tif"}
 _NO_ALPHA = {".jpg", ".jpeg", ".bmp"}
 _SKIP_NAMES = {"thumbs.db", "desktop.ini"}
+#: Names that make a folder an image folder (GIF too: restore reads its first frame).
+_IMAGE_NAMES = {*IMAGE_EXTENSIONS, ".gif"}
 
 
 def collect_inputs(spec: str) -> list[Path]:
@@ -20,14 +26,20 @@ def collect_inputs(spec: str) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = [p for p in sorted(path.iterdir()) if p.is_file() and _visible(p)]
+        entries = _folder_entries(path)
+        files = [p for p in entries if p.is_file() and _visible(p)]
         if not files:
-            subfolders = sum(1 for p in path.iterdir() if p.is_dir() and _visible(p))
+            subfolders = sum(1 for p in entries if p.is_dir() and _visible(p))
             if subfolders:
                 pattern = f"{str(path).rstrip('/')}/**/*.png"
                 raise DiffIRError(f"input folder {path} has no files, only {subfolders} subfolder(s); the search is "
                                   f"not recursive: pass a quoted glob such as '{pattern}' or one subfolder")
             raise DiffIRError(f"input folder {path} is empty")
+        if not any(p.suffix.lower() in _IMAGE_NAMES for p in files):
+            # Every file would fail: one line for the folder (exit 2), not one per file.
+            raise DiffIRError(f"input folder {path}: none of its {len(files)} file(s) is named like an image (e.g. "
+                              f"{files[0].name}; looked for {', '.join(sorted(_IMAGE_NAMES))}); pass the files "
+                              "themselves or a quoted glob to restore other names")
         return files
     if glob.has_magic(spec):
         files = [Path(p) for p in sorted(glob.glob(os.path.expanduser(spec), recursive=True))]
@@ -36,6 +48,17 @@ def collect_inputs(spec: str) -> list[Path]:
             raise DiffIRError(f"no file matches {spec!r}")
         return files
     raise DiffIRError(f"input not found: {spec}")
+
+
+def _folder_entries(folder: Path) -> list[Path]:
+    """The sorted entries of an input folder; an unreadable folder is one line naming it."""
+    try:
+        return sorted(folder.iterdir())
+    except PermissionError:
+        raise DiffIRError(f"{folder}: permission denied; check the folder's permissions (it must be readable "
+                          "and searchable: chmod u+rx)") from None
+    except OSError as exc:
+        raise DiffIRError(describe_os_error(exc, folder)) from None
 
 
 def _visible(p: Path) -> bool:
@@ -95,3 +118,46 @@ def check_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise DiffIRError(f"output folder {folder} is not writable: {exc.strerror or exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------ masks
+def read_mask(path: Path, threshold: float = 0.5, hole: str = "white",
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The (H, W) bool hole map (True = hole) of a mask file; warns (naming the file) when it selects no pixel
+    or every pixel, since both leave the image as it was or replace all of it.  See :func:`hole_map`."""
+    holes, rule = hole_map(read_image(path, max_pixels=max_pixels).pixels, threshold, hole)
+    if not holes.any():
+        warnings.warn(f"{path}: the mask selects no pixel as a hole ({rule}); the image comes back unchanged: "
+                      f"check --mask-hole/--mask-threshold or paint the holes {hole}", stacklevel=2)
+    elif holes.all():
+        warnings.warn(f"{path}: the mask selects every pixel as a hole ({rule}); the whole image is generated: "
+                      "check --mask-hole/--mask-threshold", stacklevel=2)
+    return holes
+
+
+def hole_map(pixels: np.ndarray, threshold: float = 0.5, hole: str = "white") -> tuple[np.ndarray, str]:
+    """(bool hole map, the rule used, in words) of (H, W, C) uint8/uint16 mask pixels.
+
+    * The value of a pixel is the mean of its colour channels scaled to 0..1; a hole is a value above
+      ``threshold`` (``hole="white"``) or at or below it (``"black"``).
+    * A mask with alpha whose colour is the same everywhere (holes only in the alpha channel) uses the alpha
+      instead: a transparent pixel is a hole (the convention of image-editing masks: the hole is erased), i.e.
+      the alpha is read as a gray value with transparent = white, opaque = black.  ``hole="black"`` flips it
+      (opaque, painted pixels are the holes).
+    * A 16-bit file whose values are all at most 255 holds 8-bit values (some tools save masks so): it is
+      scaled by 255, not 65535, else its white (255) would read as 0.004, i.e. no hole at all.
+    """
+    channels = pixels.shape[2]
+    colour = pixels[..., : channels - 1] if channels in (2, 4) else pixels
+    source, what = colour, "mean of the colour channels"
+    if channels in (2, 4):
+        alpha = pixels[..., channels - 1]
+        if (colour == colour[:1, :1]).all() and not (alpha == alpha.flat[0]).all():
+            source, what = alpha[..., None], "transparency of the alpha channel"
+    top = 65535.0 if source.dtype == np.uint16 and source.max() > 255 else 255.0
+    value = source.mean(axis=2, dtype=np.float32) / np.float32(top)
+    if source is not colour:
+        value = 1 - value  # transparency: a transparent pixel reads as white
+    if hole == "white":
+        return value > threshold, f"hole = {what} above {threshold:g}"
+    return value <= threshold, f"hole = {what} at or below {threshold:g}"

@@ -15,10 +15,12 @@ the model and the seed (not on batch or order).
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +29,7 @@ from diffir.bundled import DEFAULT_MODEL
 from diffir.errors import DiffIRError, ImageError
 from diffir.pipelines.attention_stats import attention_hook, stats_grid, sums_are_finite, whole_image_attention
 from diffir.pipelines.convert import as_float_batch, as_hole_mask
+from diffir.pipelines.files import hole_map
 from diffir.pipelines.model_source import load_inference_model
 from diffir.pipelines.padding import crop_to, pad_to_multiple
 from diffir.pipelines.precision import (
@@ -54,6 +57,14 @@ AUTO_TILE = {4: 128, 2: 384, 1: 512}
 #: (measured: 141 vs 305 MB for a 208×224 tile of the bundled ×4 model, 173 vs 313 MB for a 120×128 tile of the
 #: official-size one), so 1.5× the side costs about the memory of an output tile, with fewer tiles to overlap.
 STATS_TILE = {4: 1.5}
+#: Output-size limit (pixels of the network's output or of the final image, whichever is larger), checked before
+#: any work: the decompression-bomb limit bounds the input, this the work (a tiny 81 MP gray PNG passed the input
+#: limit and ran for minutes toward a 1.3-gigapixel x4 output).  250 MP is e.g. a 7900x7900 input at x2.
+DEFAULT_MAX_OUTPUT_PIXELS = 250_000_000
+#: Largest ``outscale``: beyond it a value is a typo, not a request.
+MAX_OUTSCALE = 64.0
+#: torch's seed range.
+MAX_SEED = 2**64 - 1
 #: Luma weights (ITU-R BT.601, as Pillow's RGB→L) used to return gray images as gray.
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
@@ -85,6 +96,8 @@ class Restorer:
         progress: show a tqdm bar over the tiles of large images (only when stderr is a terminal).
         compile: run the restoration network under ``torch.compile`` (compiled on the first image, its time printed
             once on stderr; a failure to compile warns once and runs uncompiled).
+        max_output_pixels: refuse an image whose output (``max(scale, outscale)``² × input pixels) is larger,
+            before any work; ``None`` or 0 = no limit.
     """
 
     def __init__(
@@ -103,7 +116,13 @@ class Restorer:
         mask_hole: str = "white",
         progress: bool = False,
         compile: bool = False,
+        max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> None:
+        check_outscale(outscale)
+        check_seed(seed)
+        check_mask_threshold(mask_threshold)
+        if max_output_pixels is not None and max_output_pixels < 0:
+            raise DiffIRError(f"max_output_pixels must be >= 0 (0 = no limit), got {max_output_pixels}")
         if mask_hole not in ("white", "black"):
             raise DiffIRError(f"mask_hole must be 'white' or 'black', got {mask_hole!r}")
         if not (tile == "auto" or (isinstance(tile, int) and tile >= 0)):
@@ -112,8 +131,6 @@ class Restorer:
             raise DiffIRError(f"tile_stats must be 'global' or 'local', got {tile_stats!r}")
         if batch_size < 1:
             raise DiffIRError(f"batch_size must be >= 1, got {batch_size}")
-        if outscale is not None and not outscale > 0:
-            raise DiffIRError(f"outscale must be > 0, got {outscale}")
         self.device = resolve_device(device)
         self.precision = precision
         #: The configured precision (None until ``auto`` is measured); ``dtype`` is the one the current (or last)
@@ -132,6 +149,7 @@ class Restorer:
         self.batch_size = batch_size
         self.outscale = outscale
         self.mask_threshold = mask_threshold
+        self.max_output_pixels = max_output_pixels
         self.mask_hole = mask_hole
         self.progress = progress
         self._warned_fallback = False
@@ -159,6 +177,9 @@ class Restorer:
 
         Inpainting models need ``mask`` (same size; white/1 = hole).  Alpha and grayscale are preserved.
         """
+        size = _input_size(image)
+        if size is not None:  # before the float copy of the input, which is already large for a huge image
+            self.check_output_size(*size)
         x, back = as_float_batch(image)
         hole = self._check_mask(mask, x)
         outs = []
@@ -190,6 +211,18 @@ class Restorer:
             pred = _resize(pred, size)
         return pred.clamp_(0, 1)  # in place: pred is always this method's own tensor (4K: 100 MB saved)
 
+    def check_output_size(self, height: int, width: int, name: str = "image") -> None:
+        """Raise :class:`ImageError` if restoring a ``width`` x ``height`` input exceeds ``max_output_pixels``."""
+        factor = max(float(self.scale), self.outscale or 0.0)
+        out_h, out_w = math.ceil(height * factor), math.ceil(width * factor)
+        limit = self.max_output_pixels
+        if limit and out_h * out_w > limit:
+            smaller = "; or a smaller --outscale" if factor > self.scale else ""
+            raise ImageError(f"{name}: restoring this {width}x{height} image makes a {out_w}x{out_h} = "
+                             f"{out_h * out_w:,}-pixel output, over the limit of {limit:,} output pixels (raise it "
+                             f"with --max-output-pixels N, none = no limit; Python: max_output_pixels=N, None = no "
+                             f"limit{smaller})")
+
     # ---------------------------------------------------------------------------------------------- internals
     def _check_mask(self, mask: Any, x: torch.Tensor) -> torch.Tensor | None:
         if self.task != "inpaint":
@@ -198,7 +231,15 @@ class Restorer:
             return None
         if mask is None:
             raise DiffIRError("this is an inpainting model: pass a mask (white = hole)")
-        hole = as_hole_mask(mask, self.mask_threshold)
+        if isinstance(mask, np.ndarray) and mask.dtype in (np.uint8, np.uint16) and mask.ndim in (2, 3):
+            # Pixels as read from a file: alpha-only holes and 16-bit files of 8-bit values read as from the CLI.
+            pixels = mask[..., None] if mask.ndim == 2 else mask
+            if pixels.shape[2] not in (1, 2, 3, 4):
+                raise ImageError(f"expected an (H, W) or (H, W, C) mask with C in 1..4, got shape {mask.shape}")
+            holes, _ = hole_map(pixels, self.mask_threshold, "white")
+            hole = torch.from_numpy(holes.astype(np.float32))[None, None]
+        else:
+            hole = as_hole_mask(mask, self.mask_threshold)
         if self.mask_hole == "black":
             hole = 1 - hole
         if hole.shape[-2:] != x.shape[-2:]:
@@ -314,6 +355,44 @@ class Restorer:
             self.fallbacks += 1
             out = self._network(lq, prior)
         return out.to("cpu", torch.float32)
+
+
+def check_outscale(value: float | None, name: str = "outscale") -> float | None:
+    """``value`` if it is None or a finite scale in (0, MAX_OUTSCALE], else a one-line error naming ``name``."""
+    if value is None:
+        return None
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= MAX_OUTSCALE):
+        raise DiffIRError(f"{name} {value}: expected a finite scale above 0 and at most {MAX_OUTSCALE:g} "
+                          "(e.g. 2 or 3.5)")
+    return float(value)
+
+
+def check_seed(value: int | None, name: str = "seed") -> int | None:
+    """``value`` if it is None or in torch's seed range 0 .. 2**64-1, else a one-line error naming ``name``."""
+    if value is not None and not (isinstance(value, int) and 0 <= value <= MAX_SEED):
+        raise DiffIRError(f"{name} {value}: expected a whole number from 0 to 2**64-1 = {MAX_SEED} "
+                          "(torch's seed range)")
+    return value
+
+
+def check_mask_threshold(value: float, name: str = "mask_threshold") -> float:
+    """``value`` if it is a finite number strictly between 0 and 1, else a one-line error naming ``name``."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < 1):
+        raise DiffIRError(f"{name} {value}: expected a number between 0 and 1 (exclusive), e.g. 0.5; mask values "
+                          "are scaled to 0..1 before the comparison")
+    return float(value)
+
+
+def _input_size(image: Any) -> tuple[int, int] | None:
+    """(height, width) of an image argument without converting it (None if the kind is unknown)."""
+    if isinstance(image, np.ndarray) and image.ndim >= 2:  # (H, W[, C])
+        return int(image.shape[0]), int(image.shape[1])
+    if isinstance(image, torch.Tensor) and image.ndim >= 2:  # ([B,] C, H, W)
+        return int(image.shape[-2]), int(image.shape[-1])
+    size = getattr(image, "size", None)  # PIL: (width, height)
+    if isinstance(size, tuple) and len(size) == 2:
+        return int(size[1]), int(size[0])
+    return None
 
 
 def _batched(prior: torch.Tensor, batch: int) -> torch.Tensor:

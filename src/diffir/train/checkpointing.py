@@ -9,14 +9,18 @@ Layout of one checkpoint ``OUT/checkpoints/iter_00001000/``:
 * ``state.pt`` — iteration, optimiser states, RNG states, guard and best-metric bookkeeping; plain tensors and
   Python containers only, read back with ``torch.load(weights_only=True)``.
 
-The directory is written under a temporary name and renamed into place, so a crash (or ``kill -9``) leaves
-either the previous checkpoint set or the new complete one; ``latest()`` ignores leftovers.
+The directory is written under a temporary name (``.tmp_iter_<iteration>_<pid>``) and renamed into place, so a
+crash (or ``kill -9``) leaves either the previous checkpoint set or the new complete one; ``latest()`` ignores
+leftovers and :func:`remove_stale` deletes them once their writer is gone.  A failed write (full disk) removes
+the half-made directory and keeps every earlier checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,8 @@ import torch
 from torch import nn
 
 from diffir.archs.base import ModelDescriptor
-from diffir.errors import CheckpointError
+from diffir.errors import CheckpointError, describe_os_error
+from diffir.io.atomic import remove_stale_temporaries, save_safetensors
 from diffir.io.runs import (  # noqa: F401 - the run layout, re-exported for the trainer
     checkpoint_dir,
     latest,
@@ -52,15 +57,23 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
 
 # ------------------------------------------------------------------------------------------------ weights
 def save_weights(module: nn.Module, path: Path) -> None:
-    """A diffir model through ``diffir.save_model``; any other module as a plain safetensors state_dict."""
-    from safetensors.torch import save_file
-
+    """A diffir model through ``diffir.save_model``; any other module as a plain safetensors state_dict (both
+    atomic, with the umask's permissions)."""
     if isinstance(getattr(module, "descriptor", None), ModelDescriptor):
         from diffir import save_model
 
         save_model(module, path)  # type: ignore[arg-type]
     else:
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+        save_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+
+
+def save_run_file(module: nn.Module, path: Path) -> None:
+    """:func:`save_weights` for the run folder's model files; a failed write is one line naming the file (the
+    previous file, if any, stays: the write is atomic)."""
+    try:
+        save_weights(module, path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {describe_os_error(exc, path)}") from None
 
 
 def load_weights(module: nn.Module, path: Path) -> None:
@@ -68,9 +81,16 @@ def load_weights(module: nn.Module, path: Path) -> None:
 
     if not path.is_file():
         raise CheckpointError(f"missing {path} (incomplete checkpoint?)")
-    sd = load_file(str(path))
-    device = next(iter(module.state_dict().values())).device
-    module.load_state_dict({k: v.to(device) for k, v in sd.items()}, strict=True)
+    try:
+        sd = load_file(str(path))
+        device = next(iter(module.state_dict().values())).device
+        module.load_state_dict({k: v.to(device) for k, v in sd.items()}, strict=True)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated file, or weights of another network
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path}: cannot load ({type(exc).__name__}: {detail}); the checkpoint is damaged "
+                              "or from a different config") from None
 
 
 # ------------------------------------------------------------------------------------------------- RNG
@@ -108,39 +128,81 @@ def save_checkpoint(out: Path, iteration: int, weights: dict[str, nn.Module], st
     ``tensors`` maps a file stem to a flat dict of tensors saved as ``<stem>.safetensors`` (e.g. the training-pair
     pool), read back with :func:`load_tensors`.
     """
-    from safetensors.torch import save_file
-
     root = checkpoint_dir(out)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"iter_{iteration:08d}"
     tmp = root / f".tmp_iter_{iteration:08d}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for name, module in weights.items():
-        save_weights(module, tmp / f"{name}.safetensors")
-    for name, flat in (tensors or {}).items():
-        save_file({k: v.detach().cpu().contiguous() for k, v in flat.items()}, str(tmp / f"{name}.safetensors"))
-    torch.save(state, tmp / "state.pt")
-    for f in tmp.iterdir():  # make the data durable before the rename publishes it
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_files(tmp, weights, state, tensors or {})
+    except OSError as exc:  # full disk, quota, permissions: nothing published, earlier checkpoints untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest(out)
+        kept = f"; the previous checkpoint {previous} is kept" if previous is not None else ""
+        raise CheckpointError(f"cannot write checkpoint {describe_os_error(exc, final)}{kept}") from None
     if final.exists():  # re-saving the same iteration (e.g. after a rollback)
         shutil.rmtree(final)
     os.replace(tmp, final)
     for old in list_checkpoints(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp_iter_*"):  # leftovers of killed runs
-        if stale != tmp:
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(out)
     return final
+
+
+def _write_files(folder: Path, weights: dict[str, nn.Module], state: dict[str, Any],
+                 tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+    for name, module in weights.items():
+        save_weights(module, folder / f"{name}.safetensors")
+    for name, flat in tensors.items():
+        save_safetensors(folder / f"{name}.safetensors", {k: v.detach().cpu().contiguous() for k, v in flat.items()})
+    torch.save(state, folder / "state.pt")  # plain open(): the umask's permissions, like the safetensors files
+    for f in folder.iterdir():  # make the data durable before the rename publishes it
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+_TMP_DIR = re.compile(r"^\.tmp_iter_\d+_(?P<pid>\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError as exc:  # EPERM: it exists, owned by someone else
+        return exc.errno == errno.EPERM
+    return True
+
+
+def remove_stale(out: Path) -> None:
+    """Remove what killed runs left in ``out``: temporary files and half-made checkpoint directories.
+
+    Only temporaries whose writing process is gone are removed; complete checkpoints (``iter_*``) never are.
+    """
+    root = checkpoint_dir(out)
+    remove_stale_temporaries(out)
+    remove_stale_temporaries(root)
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        m = _TMP_DIR.match(entry.name)
+        if m and entry.is_dir() and not entry.is_symlink() and not _alive(int(m["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def load_tensors(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     """A flat dict of tensors written by :func:`save_checkpoint` (``tensors=``), moved to ``device``."""
     from safetensors.torch import load_file
 
-    return {k: v.to(device) for k, v in load_file(str(path)).items()}
+    try:
+        return {k: v.to(device) for k, v in load_file(str(path)).items()}
+    except Exception as exc:  # noqa: BLE001 - truncated / foreign file
+        raise CheckpointError(f"{path}: cannot read ({type(exc).__name__}: {exc}); the checkpoint is damaged, "
+                              "resume from an earlier one") from None
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:

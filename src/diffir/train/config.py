@@ -14,14 +14,14 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
+from typing import Annotated, Any, Literal
 
 from diffir.install import pip_extra
+from diffir.train.yaml_input import parse_yaml, read_config_text
 
 try:
     from pydantic import (
+        AfterValidator,
         BaseModel,
         ConfigDict,
         Field,
@@ -38,7 +38,29 @@ from diffir.errors import ConfigError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN/inf are refused everywhere: a NaN learning rate or weight silently trains garbage.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+#: Upper bound of counts (iterations, intervals, milestones).  Larger values are typos: 10**23 iterations would
+#: never end.  They are refused up front instead of running (or overflowing) for days.
+MAX_COUNT = 10**9
+#: Images per process and step.  The recipes use 4-64 per GPU; the activations of a batch beyond this at their
+#: patch sizes need far more memory than a GPU or a CPU host has.  Larger effective batches: train.accum_steps.
+MAX_BATCH = 1024
+Count = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+Seed = Annotated[int, Field(ge=0, lt=2**63)]  # torch seeds with at most 64 bits; sample_seed mixes in 63
+Weight = Annotated[float, Field(ge=0)]
+
+
+def _check_batch(v: int) -> int:
+    if v > MAX_BATCH:
+        raise ValueError(f"{v} is more than {MAX_BATCH} images per process: such a batch does not fit in memory "
+                         "(the recipes use 4-64); use train.accum_steps for a larger effective batch")
+    return v
+
+
+Batch = Annotated[int, Field(gt=0), AfterValidator(_check_batch)]
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -61,15 +83,25 @@ class DatasetSection(Section):
     gt_dir: str
     lq_dir: str | None = None
     filename_tmpl: str = Field("{}", description="LQ file stem for GT stem s, e.g. '{}x4' (paired)")
-    patch_size: int | None = Field(64, description="GT patch size; null = whole images (validation)")
+    patch_size: int | None = Field(64, gt=0, description="GT patch size; null = whole images (validation)")
     augment: bool | Literal["hflip"] = Field(True, description="8 flip/rot90 combos; 'hflip' only; false none")
-    repeat: int = 1
+    repeat: Count = 1
     degradation: DegradationSection | None = None
     mask: dict[str, Any] = Field(default_factory=dict, description="LamaMaskGenerator options (inpaint)")
-    max_images: int | None = Field(None, description="use only the first N images (validation)")
-    num_workers: int = 0
-    pool_size: int = Field(0, ge=0, description="Real-ESRGAN training-pair pool (queue_size; RealSR: 180) per "
-                           "process; 0 = off.  Must be a multiple of train.batch_size")
+    max_images: Count | None = Field(None, description="use only the first N images (validation)")
+    num_workers: int = Field(0, ge=0, le=256, description="data loader worker processes (0: load in the "
+                             "training process)")
+    pool_size: int = Field(0, ge=0, le=4096, description="Real-ESRGAN training-pair pool (queue_size; "
+                           "RealSR: 180) per process; 0 = off.  Must be a multiple of train.batch_size")
+
+    @field_validator("filename_tmpl")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format("stem")
+        except (IndexError, KeyError, ValueError):
+            raise ValueError(f"{v!r} must contain one '{{}}' for the GT file stem, e.g. '{{}}x4'") from None
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSection:
@@ -88,9 +120,9 @@ class DatasetSection(Section):
 class ProgressiveSection(Section):
     """Restormer-style progressive patch/batch schedule (deblur): stage j lasts iters[j] iterations."""
 
-    iters: list[int]
-    batch_sizes: list[int]
-    patch_sizes: list[int]
+    iters: list[Count]
+    batch_sizes: list[Batch]
+    patch_sizes: list[Annotated[int, Field(gt=0)]]
 
     @model_validator(mode="after")
     def _same_length(self) -> ProgressiveSection:
@@ -113,11 +145,11 @@ class ScheduleSection(Section):
     """
 
     type: Literal["constant", "multistep", "cyclic_cosine"] = "constant"
-    milestones: list[int] = Field(default_factory=list)
-    gamma: float = 0.5
-    periods: list[int] = Field(default_factory=list)
-    restart_weights: list[float] = Field(default_factory=list)
-    eta_mins: list[float] = Field(default_factory=list)
+    milestones: list[Count] = Field(default_factory=list)
+    gamma: float = Field(0.5, gt=0)
+    periods: list[Count] = Field(default_factory=list)
+    restart_weights: list[Weight] = Field(default_factory=list)
+    eta_mins: list[Weight] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> ScheduleSection:
@@ -130,9 +162,9 @@ class ScheduleSection(Section):
 
 class OptimizerSection(Section):
     type: Literal["adam", "adamw"] = "adam"
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.0
+    lr: float = Field(2e-4, gt=0, description="learning rate (> 0)")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.99)
+    weight_decay: Weight = 0.0
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
 
 
@@ -149,14 +181,14 @@ class OptimSection(Section):
 # ------------------------------------------------------------------------------------------------- losses
 class KDSection(Section):
     type: Literal["l1", "l2", "kl"] = Field("l1", description="which IPR loss trains (paper Tab. 5)")
-    weight: float = 1.0
-    temperature: float = 0.15
+    weight: Weight = 1.0
+    temperature: float = Field(0.15, gt=0)
 
 
 class PerceptualSection(Section):
-    weight: float = 0.0
+    weight: Weight = 0.0
     vgg_weights: str | None = Field(None, description="VGG19 weights file (torchvision layout, .pth/.safetensors)")
-    layer_weights: dict[str, float] = Field(
+    layer_weights: dict[str, Weight] = Field(
         default_factory=lambda: {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
     )
     imagenet_norm: bool = True
@@ -166,25 +198,25 @@ class GANSection(Section):
     """``vanilla`` (BCE, SR stages) or ``nonsaturating`` (LaMa inpainting: R1 + mask-as-fake target)."""
 
     type: Literal["vanilla", "nonsaturating"] = "vanilla"
-    weight: float = 0.0
-    r1_weight: float = 0.001
+    weight: Weight = 0.0
+    r1_weight: Weight = 0.001
     mask_as_fake: bool = True
-    feature_matching: float = 0.0
+    feature_matching: Weight = 0.0
     regenerate_for_d: bool = Field(False, description="re-run the generator for the D step (LaMa/PL does)")
 
 
 class ResNetPLSection(Section):
-    weight: float = 0.0
+    weight: Weight = 0.0
     weights: str | None = Field(None, description="ade20k resnet50dilated encoder weights (user file)")
 
 
 class LossSection(Section):
-    pixel: float = Field(1.0, description="L1(output, GT) weight (SR, deblur)")
+    pixel: Weight = Field(1.0, description="L1(output, GT) weight (SR, deblur)")
     usm_targets: bool = Field(
         False, description="RealSR V2: L1/perceptual targets and the teacher's GT are USM(GT); D sees plain GT "
         "(needs a degradation returning gt_usm, e.g. realesrgan with gt_usm: true)")
-    masked_l1_known: float = Field(10.0, description="inpainting: L1 weight on known pixels")
-    masked_l1_missing: float = Field(0.0, description="inpainting: L1 weight on hole pixels")
+    masked_l1_known: Weight = Field(10.0, description="inpainting: L1 weight on known pixels")
+    masked_l1_missing: Weight = Field(0.0, description="inpainting: L1 weight on hole pixels")
     kd: KDSection = Field(default_factory=KDSection)
     perceptual: PerceptualSection = Field(default_factory=PerceptualSection)
     gan: GANSection = Field(default_factory=GANSection)
@@ -193,8 +225,8 @@ class LossSection(Section):
 
 class DiscriminatorSection(Section):
     type: Literal["unet_sn", "nlayer"] = "unet_sn"
-    num_feat: int = 64
-    n_layers: int = 4
+    num_feat: int = Field(64, gt=0, le=4096)
+    n_layers: int = Field(4, gt=0, le=16)
     skip_connection: bool = True
 
 
@@ -204,58 +236,66 @@ class DiffusionSection(Section):
     optimization: Literal["joint", "traditional"] = "joint"
     enabled: bool = True
     reverse_noise: bool = False
-    timesteps: int | None = Field(None, description="T; shorthand for model.overrides.timesteps")
+    timesteps: int | None = Field(None, gt=0, le=10_000, description="T; shorthand for model.overrides.timesteps")
 
 
 # -------------------------------------------------------------------------------------------------- loop
 class TrainSection(Section):
-    iters: int = Field(gt=0)
-    batch_size: int = Field(4, gt=0, description="per process (per GPU), as in BasicSR")
-    accum_steps: int = Field(1, gt=0)
+    iters: Count
+    batch_size: Batch = Field(4, description="per process (per GPU), as in BasicSR")
+    accum_steps: int = Field(1, gt=0, le=MAX_BATCH)
     progressive: ProgressiveSection | None = None
-    encoder_iters: int = Field(0, ge=0, description="S2: diffusion-only warm-up iterations (optim.e, KD only)")
+    encoder_iters: int = Field(0, ge=0, le=MAX_COUNT,
+                               description="S2: diffusion-only warm-up iterations (optim.e, KD only)")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="0 disables EMA")
-    grad_clip: float | None = None
+    grad_clip: float | None = Field(None, description="max gradient norm (> 0); null or 0 = no clipping")
     amp: Literal["none", "bf16", "fp16"] = "none"
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     cpu_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads (None: torch's default); 1 avoids OpenMP thrashing on a "
-        "CPU shared with other jobs")
-    seed: int = 0
+        None, ge=1, le=4096, description="torch intra-op threads (None: torch's default); 1 avoids OpenMP "
+        "thrashing on a CPU shared with other jobs")
+    seed: Seed = 0
+
+    @field_validator("grad_clip")
+    @classmethod
+    def _clip(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:  # clip_grad_norm_ with a negative norm flips the gradient: training ascends
+            raise ValueError(f"{v} is negative; use a positive max gradient norm, or null for no clipping")
+        return v
 
 
 class ValSection(Section):
-    every: int = Field(0, ge=0, description="0 = no validation")
-    crop_border: int = 0
+    every: int = Field(0, ge=0, le=MAX_COUNT, description="0 = no validation")
+    crop_border: int = Field(0, ge=0, le=10_000)
     y_channel: bool = False
     metric: Literal["psnr", "ssim"] = "psnr"
-    seed: int = 0
+    seed: Seed = 0
 
 
 class LogSection(Section):
-    every: int = Field(10, gt=0)
+    every: Count = 10
     tensorboard: bool = True
     images: bool = Field(True, description="image grids in TensorBoard at validation")
     progress: bool = True
 
 
 class CheckpointSection(Section):
-    every: int = Field(1000, gt=0)
-    keep: int = Field(3, ge=1, description="training checkpoints kept on disk (best is kept separately)")
+    every: Count = 1000
+    keep: int = Field(3, ge=1, le=MAX_COUNT, description="training checkpoints kept on disk (best is kept separately)")
 
 
 class GuardSection(Section):
     """NaN / loss-spike guard: roll back to the last good checkpoint instead of training on garbage."""
 
     enabled: bool = True
-    spike_factor: float = Field(20.0, description="a loss above factor × median of the window is a spike")
-    window: int = 50
-    max_rollbacks: int = 5
-    lr_factor: float = Field(1.0, description="multiply every LR by this after each rollback")
+    spike_factor: float = Field(20.0, gt=1, description="a loss above factor × median of the window is a spike")
+    window: int = Field(50, ge=1, le=1_000_000, description="losses kept for the spike median")
+    max_rollbacks: int = Field(5, ge=0, le=MAX_COUNT)
+    lr_factor: float = Field(1.0, gt=0, le=1, description="multiply every LR by this after each rollback")
 
 
 class TrainConfig(Section):
-    name: str = "diffir"
+    name: str = Field("diffir", description="the run's name; the default run folder is runs/<name>")
     stage: Literal["s1", "s2", "gan"]
     model: ModelSection
     data: DataSection
@@ -268,6 +308,20 @@ class TrainConfig(Section):
     log: LogSection = Field(default_factory=LogSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     guard: GuardSection = Field(default_factory=GuardSection)
+
+    # "<config file>: <key>" (or "--set <key>") for errors found after loading (set by parse_config)
+    _origin: tuple[str, list[str]] = PrivateAttr(default=("config", []))
+
+    def where(self, key: str) -> str:
+        return where(key, *self._origin)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        if not _RUN_NAME.match(v) or v in (".", ".."):  # runs/<name> must stay inside runs/
+            raise ValueError(f"{v!r} is not usable as a run folder name (runs/<name>); use letters, digits, "
+                             "'.', '_', '-' and '+'")
+        return v
 
     @field_validator("stage")
     @classmethod
@@ -301,6 +355,7 @@ class TrainConfig(Section):
 
 
 # ------------------------------------------------------------------------------------------ loading/errors
+_RUN_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,200}$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -340,7 +395,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {key}: {p!r} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_yaml(raw, f"--set {key.strip()}")
     return data
 
 
@@ -373,7 +428,9 @@ def _one_line(err: ValidationError, source: str, set_keys: list[str] | None = No
     if first["type"] == "missing":
         return f"{source}: missing required config key {dotted!r}"
     msg = first["msg"].removeprefix("Value error, ")
-    return f"{source}: {dotted or 'config'}: {msg}" if dotted else f"{source}: {msg}"
+    if not dotted or source == f"--set {dotted}":  # not "--set train.iters: train.iters: ..."
+        return f"{source}: {msg}"
+    return f"{source}: {dotted}: {msg}"
 
 
 def path_hint(raw: Any, key: str, source: str = "config", from_set: bool = False) -> str:
@@ -415,7 +472,20 @@ def parse_config(data: dict[str, Any], source: str = "config", set_keys: list[st
     except ValidationError as err:
         raise ConfigError(_one_line(err, source, set_keys)) from None
     _remember_paths(cfg, data, source, set_keys or [])
+    from diffir.train.checks import check_against_model
+
+    # the network, device and patch sizes are checked now, before any data is read or a run folder is made
+    cfg._origin = (source, list(set_keys or []))
+    check_against_model(cfg, cfg.where)
     return cfg
+
+
+def where(key: str, source: str = "config", set_keys: list[str] | None = None) -> str:
+    """``<config file>: <key>``, or ``--set <key>`` when the value came from the command line."""
+    for k in set_keys or []:
+        if key == k or key.startswith(k + ".") or k.startswith(key + "."):
+            return f"--set {k}"
+    return f"{source}: {key}"
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
@@ -423,10 +493,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = parse_yaml(read_config_text(p), str(p)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping")
     overrides = overrides or []

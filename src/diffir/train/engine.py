@@ -31,8 +31,9 @@ from torch import nn
 
 from diffir.data.degradations.realesrgan import TrainingPairPool
 from diffir.data.progressive import ProgressiveSchedule, cut_batch
-from diffir.errors import CheckpointError, DiffIRError
+from diffir.errors import CheckpointError, ConfigError, DiffIRError
 from diffir.install import pip_extra
+from diffir.pipelines.precision import resolve_device
 from diffir.train import checkpointing as ckpt
 from diffir.train.config import OptimizerSection, TrainConfig
 from diffir.train.data import (
@@ -46,6 +47,7 @@ from diffir.train.distributed import DistContext
 from diffir.train.ema import ModelEMA
 from diffir.train.losses import KDLoss, VGGPerceptualLoss
 from diffir.train.objectives import Objectives
+from diffir.train.runlog import append_record, truncate_after, write_text
 from diffir.train.schedules import apply_lr, lr_at
 from diffir.train.stages import initialise_stage, load_teacher
 from diffir.train.validation import evaluate
@@ -56,11 +58,11 @@ class TrainingDiverged(DiffIRError):
 
 
 def _device(name: str, dist: DistContext) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", dist.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    if name == "cuda" and dist.enabled:
+    """The one device resolver of diffir (auto: CUDA, else MPS, else CPU); each process takes its own GPU."""
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None:
         return torch.device("cuda", dist.local_rank)
-    return torch.device(name)
+    return device
 
 
 def _make_optimizer(params: list[nn.Parameter], section: OptimizerSection) -> torch.optim.Optimizer:
@@ -92,6 +94,8 @@ class Trainer(Objectives):
         self.rollbacks = 0
         self.best: dict[str, Any] = {}
         self.loss_history: deque[float] = deque(maxlen=cfg.guard.window)
+        if self.dist.is_main and self.out.is_dir():  # what a killed run left: temporaries, half-made checkpoints
+            ckpt.remove_stale(self.out)
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank and every restart
         self.student: nn.Module = create_model(cfg.model.preset, **cfg.model_overrides()).to(self.device)
@@ -148,15 +152,18 @@ class Trainer(Objectives):
         self.start_iter = 0
         if resume_dir is not None:
             self._restore(resume_dir)
+            if self.dist.is_main:  # the iterations after the checkpoint are redone: forget their old lines
+                for log in ("log.jsonl", "val.jsonl"):
+                    truncate_after(self.out / log, self.start_iter)
         self._loader = self._make_loader()
 
         self.writer = None
         self.log_file = None
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            write_text(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
             if self.teacher is not None:
-                ckpt.save_weights(self.teacher, self.out / "teacher.safetensors")
+                ckpt.save_run_file(self.teacher, self.out / "teacher.safetensors")
             if cfg.log.tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -179,7 +186,12 @@ class Trainer(Objectives):
             return None
         from diffir.data import build_degradation
 
-        return build_degradation(section.degradation.name, **section.degradation.options).to(self.device)
+        try:
+            deg = build_degradation(section.degradation.name, **section.degradation.options)
+        except (TypeError, ValueError) as exc:  # ConfigError included: name the config and the section
+            key = "data.train" if section is self.cfg.data.train else "data.val"
+            raise ConfigError(f"{self.cfg.where(key + '.degradation.options')}: {exc}") from None
+        return deg.to(self.device)
 
     def _load_teacher_from(self, ckpt_dir: Path) -> None:
         if self.stage != "s1":
@@ -220,6 +232,17 @@ class Trainer(Objectives):
         }
 
     def _restore(self, ckpt_dir: Path) -> None:
+        try:
+            self._restore_state(ckpt_dir)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # CheckpointError passes through as is
+            if isinstance(exc, DiffIRError):
+                raise
+            detail = " ".join(str(exc).split())[:160]
+            raise CheckpointError(f"{ckpt_dir}: its training state does not fit this config ({type(exc).__name__}: "
+                                  f"{detail}); resume with the config the run was started with, or use a new "
+                                  "--out") from None
+
+    def _restore_state(self, ckpt_dir: Path) -> None:
         state = ckpt.load_state(ckpt_dir)
         ckpt.load_weights(self.student, ckpt_dir / "params.safetensors")
         if self.ema is not None:
@@ -395,18 +418,16 @@ class Trainer(Objectives):
         improved = not self.best or result[v.metric] > self.best["value"]
         if improved:
             self.best = {"metric": v.metric, "value": result[v.metric], "iter": it}
-            ckpt.save_weights(model, self.out / "model_best.safetensors")
-            (self.out / "best.json").write_text(json.dumps(self.best))
-        with open(self.out / "val.jsonl", "a") as fh:
-            fh.write(json.dumps({"iter": it, **result, "best": improved}) + "\n")
+            ckpt.save_run_file(model, self.out / "model_best.safetensors")
+            write_text(self.out / "best.json", json.dumps(self.best))
+        append_record(self.out / "val.jsonl", {"iter": it, **result, "best": improved})
         return result
 
     # ------------------------------------------------------------------------------------------ logging
     def _log_event(self, record: dict[str, Any]) -> None:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / "log.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_record(self.out / "log.jsonl", record)
 
     # ---------------------------------------------------------------------------------------------- fit
     def fit(self) -> dict[str, Any]:
@@ -473,7 +494,7 @@ class Trainer(Objectives):
         bar.close()
         if self.dist.is_main:
             final = self.ema.module if self.ema is not None else self.student
-            ckpt.save_weights(final, self.out / "model.safetensors")
+            ckpt.save_run_file(final, self.out / "model.safetensors")
         if self.writer is not None:
             self.writer.close()
         self.dist.barrier()

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffir.pipelines.padding import crop_to, pad_to_multiple, reflect_indices
 from diffir.train.data import sample_seed
 
 
@@ -44,26 +45,34 @@ def evaluate(model: nn.Module, items: Iterable[dict[str, torch.Tensor]], device:
 
 
 def restore_image(model: nn.Module, batch: dict[str, torch.Tensor], stage: str, seed: int) -> torch.Tensor:
-    """Whole-image inference: reflect-pad the LQ to the network's size multiple, crop the output.
+    """Whole-image inference, padded exactly as ``diffir restore`` / ``diffir eval`` pad (so the PSNR logged here
+    is the one eval reports): reflect-pad the LQ to the network's size multiple, crop the output.
 
     Stage-1 networks are GT-guided (CPEN_S1 sees the GT, as in the official validation); S2/GAN networks sample
-    their IPR from noise with a fixed seed.
+    their IPR from noise with a fixed seed, as the Restorer does.
     """
     lq, gt = batch["lq"], batch["gt"]
     d = model.descriptor
-    m, scale = d.size_multiple, d.scale
+    scale = d.scale
     h, w = lq.shape[-2:]
-    ph, pw = (-h) % m, (-w) % m
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    lq_p = F.pad(lq, (0, pw, 0, ph), mode=mode) if ph or pw else lq
+    lq_p = pad_to_multiple(lq, d.size_multiple)
     if stage == "s1":
-        gt_p = F.pad(gt, (0, pw * scale, 0, ph * scale), mode=mode) if ph or pw else gt
-        out = model(lq_p, gt_p)
+        out = model(lq_p, _pad_to(gt, lq_p.shape[-2] * scale, lq_p.shape[-1] * scale))
     else:
         out = model(lq_p, generator=torch.Generator().manual_seed(seed))
     if isinstance(out, tuple):
         out = out[0]
-    return out[..., : h * scale, : w * scale].clamp(0, 1)
+    return crop_to(out, h * scale, w * scale).clamp(0, 1)
+
+
+def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Reflect-pad (bottom/right) or crop ``x`` to ``height × width``: the GT that goes with the padded LQ."""
+    x = x[..., :height, :width]
+    if x.shape[-2] < height:
+        x = x.index_select(-2, reflect_indices(x.shape[-2], height).to(x.device))
+    if x.shape[-1] < width:
+        x = x.index_select(-1, reflect_indices(x.shape[-1], width).to(x.device))
+    return x
 
 
 def psnr_ssim(out: torch.Tensor, gt: torch.Tensor, crop: int, y: bool) -> tuple[float, float]:

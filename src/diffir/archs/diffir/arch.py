@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from diffir.archs.base import Architecture, Checkpoint, load_strict
+from diffir.archs.base import Architecture, Checkpoint, config_blame, load_strict
 from diffir.archs.diffir.config import DiffIRConfig
-from diffir.errors import CheckpointError
+from diffir.errors import CheckpointError, ConfigError
 
 #: Class names recorded as ``arch`` in the metadata of diffir files written before architectures were named.
 _LEGACY_CLASSES = ("DiffIRS1", "DiffIRS2")
@@ -53,6 +53,9 @@ class DiffIRArchitecture(Architecture):
                 config = infer_config(sd, hints={**stored, **hints})
         except CheckpointError as exc:
             raise CheckpointError(f"{ckpt.source}: {exc}") from None
+        except ConfigError as exc:  # a value stored in the file (or given as a hint) is out of range
+            blame = config_blame(stored, hints)
+            raise CheckpointError(f"{ckpt.source}: invalid model config ({exc}); {blame}") from None
         model = self.build(config)
         load_strict(model, drop_official_extras(sd, config, ckpt.source), ckpt.source)
         return model

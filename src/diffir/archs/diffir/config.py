@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from diffir.archs import common
 from diffir.archs.common import ConfigMixin
 from diffir.diffusion.schedule import DEFAULT_LINEAR_END, DEFAULT_LINEAR_START
 from diffir.errors import ConfigError
@@ -55,27 +56,40 @@ class DiffIRConfig(ConfigMixin):
     STAGE2_FIELDS: ClassVar[tuple[str, ...]] = ("stage", "n_denoise_res", "timesteps", "linear_start", "linear_end")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "num_blocks", tuple(int(b) for b in self.num_blocks))
-        object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        if self.stage not in (1, 2):
-            raise ConfigError(f"stage must be 1 or 2, got {self.stage!r}")
+        # Types and ranges first (the same checks serve presets, training overrides and checkpoint metadata), so
+        # that a damaged value fails here, before a network is built from it.
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        deep, wide = common.MAX_DEPTH, common.MAX_WIDTH
+        for name, low, high in (("stage", 1, 2), ("scale", 1, 4), ("in_channels", 1, common.MAX_CHANNELS),
+                                ("out_channels", 1, common.MAX_CHANNELS), ("dim", 1, wide // 8),  # level 4: 8·dim
+                                ("num_refinement_blocks", 0, deep), ("n_encoder_res", 0, deep),
+                                ("n_denoise_res", 0, deep), ("timesteps", 1, common.MAX_TIMESTEPS)):
+            put(name, common.checked_int(name, getattr(self, name), low, high))
+        put("num_blocks", common.checked_ints("num_blocks", self.num_blocks, 4, 0, deep))
+        put("heads", common.checked_ints("heads", self.heads, 4, 1, common.MAX_HEADS))
+        put("ffn_expansion_factor",
+            common.checked_float("ffn_expansion_factor", self.ffn_expansion_factor, 0.0, common.MAX_FACTOR))
+        for name in ("bias", "dual_pixel"):
+            put(name, common.checked_bool(name, getattr(self, name)))
+        common.checked_choice("task", self.task, TASKS)
+        common.checked_choice("layernorm", self.layernorm, LAYERNORMS)
+        start, end = common.checked_beta_range(self.linear_start, self.linear_end)
+        put("linear_start", start)
+        put("linear_end", end)
         if self.task == "sr" and self.scale not in (1, 2, 4):
             raise ConfigError(f"DiffIR SR supports scale 1, 2 or 4 (got {self.scale}); the tail is always x4")
         if self.task != "sr" and self.scale != 1:
             raise ConfigError(f"task {self.task!r} has scale 1, got {self.scale}")
-        if len(self.num_blocks) != 4 or len(self.heads) != 4:
-            raise ConfigError("num_blocks and heads need 4 entries (levels 1-4 of the U-Net)")
-        if self.layernorm not in LAYERNORMS:
-            raise ConfigError(f"layernorm must be one of {LAYERNORMS}, got {self.layernorm!r}")
         for level, (heads, width) in enumerate(zip(self.heads, self.level_dims, strict=True)):
             if width % heads:
                 raise ConfigError(f"level {level + 1}: width {width} is not divisible by {heads} heads")
         if self.dim % 2:
             raise ConfigError(f"dim must be even (Downsample halves it), got {self.dim}")
-        if self.timesteps < 1:
-            raise ConfigError(f"timesteps must be >= 1, got {self.timesteps}")
+        if self.ffn_hidden(self.dim) < 1:
+            raise ConfigError(f"ffn_expansion_factor {self.ffn_expansion_factor} leaves an empty FFN at width "
+                              f"{self.dim}")
         if self.task == "sr" and self.dual_pixel:
             raise ConfigError("dual_pixel exists only for deblur/inpaint DIRformers")
 

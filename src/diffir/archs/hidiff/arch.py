@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffir.archs.base import Architecture, Checkpoint, StateDict, load_strict
+from diffir.archs.base import Architecture, Checkpoint, StateDict, config_blame, load_strict
 from diffir.archs.hidiff.config import HIDiffConfig
-from diffir.errors import CheckpointError
+from diffir.errors import CheckpointError, ConfigError
 
 #: official file (role) ↔ state_dict prefix of diffir's HI-Diff modules
 PREFIXES = {"net_g": "G.", "net_le": "le.", "net_le_dm": "le_dm.", "net_d": "denoise."}
@@ -104,7 +104,11 @@ class HIDiffArchitecture(Architecture):
         if "preset" in hints:
             hints = {**preset_hints(str(hints.pop("preset"))), **hints}
         if config is None and set(HIDiffConfig.field_names()) <= set(stored):
-            config = HIDiffConfig.from_dict(dict(stored))
+            try:
+                config = HIDiffConfig.from_dict(dict(stored))
+            except ConfigError as exc:
+                raise CheckpointError(f"{ckpt.source}: invalid model config ({exc}); {config_blame(stored, {})}") \
+                    from None
             config.meta["assumed"] = []
         stage = 2 if {"net_le_dm", "net_d"} & set(parts) else 1
         if config is not None:
@@ -122,6 +126,9 @@ class HIDiffArchitecture(Architecture):
                 config = infer_config(parts, hints={**hints, "stage": stage})
             except CheckpointError as exc:
                 raise CheckpointError(f"{ckpt.source}: {exc}") from None
+            except ConfigError as exc:
+                raise CheckpointError(f"{ckpt.source}: invalid model config ({exc}); {config_blame(stored, hints)}") \
+                    from None
         model = self.build(config)
         sd = {PREFIXES[role] + k: v for role, part in parts.items() for k, v in part.items()}
         load_strict(model, sd, ckpt.source)

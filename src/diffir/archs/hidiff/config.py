@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from diffir.archs import common
 from diffir.archs.common import ConfigMixin
 from diffir.diffusion.schedule import DEFAULT_LINEAR_END, DEFAULT_LINEAR_START
 from diffir.errors import ConfigError
@@ -72,12 +73,37 @@ class HIDiffConfig(ConfigMixin):
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "num_blocks", tuple(int(b) for b in self.num_blocks))
-        object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
-        for name in ("ffn_expansion_factor", "encoder_patch_expansion", "encoder_channel_expansion",
-                     "denoiser_patch_expansion", "denoiser_channel_expansion", "linear_start", "linear_end"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+        self._check_types()
         self._validate()
+
+    def _check_types(self) -> None:
+        """Types and ranges of every field, before the relations between them (and before any network is built
+        from them): presets, training overrides and checkpoint metadata all pass here."""
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        deep, wide = common.MAX_DEPTH, common.MAX_WIDTH
+        for name, low, high in (("stage", 1, 2), ("in_channels", 1, common.MAX_CHANNELS),
+                                ("out_channels", 1, common.MAX_CHANNELS), ("dim", 1, wide // 8),
+                                ("num_refinement_blocks", 0, deep), ("embed_dim", 1, wide), ("group", 1, 64),
+                                ("encoder_blocks", 0, deep), ("denoiser_inner_channels", 1, wide),
+                                ("denoiser_block_num", 0, deep), ("denoiser_res_blocks", 0, deep),
+                                ("denoiser_timesteps", 1, common.MAX_TIMESTEPS),
+                                ("timesteps", 1, common.MAX_TIMESTEPS)):
+            put(name, common.checked_int(name, getattr(self, name), low, high))
+        put("num_blocks", common.checked_ints("num_blocks", self.num_blocks, 4, 0, common.MAX_DEPTH))
+        put("heads", common.checked_ints("heads", self.heads, 4, 1, common.MAX_HEADS))
+        for name in ("ffn_expansion_factor", "encoder_patch_expansion", "encoder_channel_expansion",
+                     "denoiser_patch_expansion", "denoiser_channel_expansion"):
+            put(name, common.checked_float(name, getattr(self, name), 0.0, common.MAX_FACTOR))
+        for name in ("bias", "dual_pixel"):
+            put(name, common.checked_bool(name, getattr(self, name)))
+        for name, choices in (("layernorm", LAYERNORMS), ("encoder", ENCODERS),
+                              ("denoiser", DENOISERS), ("diffusion_path", DIFFUSION_PATHS)):
+            common.checked_choice(name, getattr(self, name), choices)
+        start, end = common.checked_beta_range(self.linear_start, self.linear_end)
+        put("linear_start", start)
+        put("linear_end", end)
 
     def _validate(self) -> None:
         def need(ok: bool, message: str) -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffir.errors import ConfigError
+from diffir.train.losses.weights_file import read_state_dict
 
 # (name, out channels) per conv; "M" = 2×2 max-pool.  Blocks of 2, 2, 4, 4, 4 convs.
 _VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
@@ -72,13 +73,7 @@ class VGG19Features(nn.Module):
                 "safetensors copy) there, or point to it with DIFFIR_VGG19=/path (shipped configs) or --set "
                 "losses.perceptual.vgg_weights=/path; or train without it: --set losses.perceptual.weight=0"
             )
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(p))
-        else:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
-            sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+        sd = read_state_dict(p, "torchvision's ImageNet VGG19 weights", "losses.perceptual.vgg_weights")
         sd = {k.removeprefix("module.").removeprefix("vgg.") : v for k, v in sd.items()}
         sd = {k if k.startswith("features.") else f"features.{k}": v for k, v in sd.items()}
         own = self.state_dict()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffir.errors import ConfigError
+from diffir.train.losses.weights_file import read_state_dict
 
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -87,7 +88,7 @@ class ResNetPLLoss(nn.Module):
             raise ConfigError(f"ResNet-PL weights not found: {p} (the ade20k resnet50dilated encoder_epoch_20.pth; "
                               "or set losses.resnet_pl.weight: 0)")
         self.encoder = ResNet50Dilated()
-        sd = torch.load(p, map_location="cpu", weights_only=True)
+        sd = read_state_dict(p, "the ade20k resnet50dilated encoder_epoch_20.pth", "losses.resnet_pl.weights")
         sd = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in sd.items()}
         own = self.encoder.state_dict()
         missing = [k for k in own if k not in sd]
