@@ -25,7 +25,7 @@ from conftest import REPO, shared_data
 from diffir.cli import main
 from diffir.errors import ConfigError
 from diffir.train import checkpointing as ckpt
-from diffir.train.config import load_config
+from diffir.train.loading import load_config
 
 CONFIG = REPO / "configs" / "tiny" / "sr_x4_s1.yaml"
 FAST = ["--set", "data.train.patch_size=32", "--set", "val.every=0", "--set", "log.every=1",

@@ -7,14 +7,8 @@ import math
 import pytest
 
 from diffir.errors import ConfigError
-from diffir.train.config import (
-    ScheduleSection,
-    apply_overrides,
-    expand_vars,
-    load_config,
-    parse_config,
-    path_hint,
-)
+from diffir.train.config import ScheduleSection
+from diffir.train.loading import apply_overrides, expand_vars, load_config, parse_config, path_hint
 from diffir.train.schedules import lr_at
 
 BASE = {

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 import diffir
 from conftest import shared_data
 from diffir.errors import ConfigError
-from diffir.train.config import parse_config
 from diffir.train.engine import Trainer, TrainingDiverged
+from diffir.train.loading import parse_config
 
 TINY_NET = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 1, 2, 2],
             "n_encoder_res": 1}

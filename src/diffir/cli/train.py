@@ -43,9 +43,9 @@ def _import_training():
     from diffir.errors import DiffIRError
 
     try:
-        from diffir.train.config import load_config
         from diffir.train.distributed import DistContext
         from diffir.train.engine import Trainer, check_resumable
+        from diffir.train.loading import load_config
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in TRAIN_EXTRAS:
             raise DiffIRError(f"{EXTRAS_HINT} ({exc.name} is missing)") from None

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from diffir.train.config import TrainConfig, load_config, parse_config
+from diffir.train.config import TrainConfig
+from diffir.train.loading import load_config, parse_config
 
 __all__ = ["Trainer", "TrainConfig", "load_config", "parse_config"]
 
