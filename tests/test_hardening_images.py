@@ -159,10 +159,8 @@ def test_output_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path,
 
 
 def test_restorer_refuses_a_huge_output_before_any_work() -> None:
-    from diffir.cli.restore import DEFAULT_MAX_OUTPUT_PIXELS
     from diffir.pipelines import restorer
 
-    assert DEFAULT_MAX_OUTPUT_PIXELS == restorer.DEFAULT_MAX_OUTPUT_PIXELS  # the CLI repeats it (no torch in -h)
     r = restorer.Restorer(tiny_model("diffir_sr_x4_s2"), device="cpu", max_output_pixels=1000)
     with pytest.raises(ImageError, match="max_output_pixels=N"):
         r.restore(np.zeros((20, 20, 3), np.uint8))
@@ -197,10 +195,8 @@ def test_negative_seed_is_random_and_zero_pixel_limit_is_none(tmp_path, sr_weigh
 
 
 def test_restorer_checks_the_same_ranges_as_the_command_line() -> None:
-    from diffir.cli import arguments
     from diffir.pipelines import restorer
 
-    assert (arguments.MAX_OUTSCALE, arguments.MAX_SEED) == (restorer.MAX_OUTSCALE, restorer.MAX_SEED)
     for kwargs in ({"outscale": float("inf")}, {"seed": 2**64}, {"mask_threshold": float("nan")},
                    {"max_output_pixels": -1}):
         with pytest.raises(diffir.errors.DiffIRError):

@@ -65,3 +65,15 @@ def describe_os_error(exc: OSError, path: object = None) -> str:
     fix = fixes.get(exc.errno)
     text = f"{name}: {reason}" if name != "" else reason
     return one_line(f"{text}; {fix}" if fix else text)
+
+
+def print_warning(message, category=None, filename=None, lineno=None, file=None, line=None) -> None:  # noqa: ARG001
+    """Print a warning as one ``diffir: warning:`` line on stderr; usable as ``warnings.showwarning``.
+
+    Through tqdm, so an active progress bar is redrawn below the line instead of being broken by it.
+    """
+    import sys
+
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"diffir: warning: {one_line(message)}", file=sys.stderr)

@@ -35,12 +35,6 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"diffir: error: {one_line(f'{self.prog}: {message}')} (see {self.prog} -h)\n")
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-    from diffir.errors import one_line
-
-    print(f"diffir: warning: {one_line(message)}", file=sys.stderr)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from diffir import __version__
 
@@ -61,12 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffir.errors import DiffIRError, describe_os_error, one_line
+    from diffir.errors import DiffIRError, describe_os_error, one_line, print_warning
 
     parser = build_parser()
     args = parser.parse_args(argv)
     # Python's default warning format is two lines with our source path; users get one line.
-    warnings.showwarning = _one_line_warning
+    warnings.showwarning = print_warning
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-#: Largest ``--outscale`` (beyond it a value is a typo, not a request); the Restorer checks the same.
-MAX_OUTSCALE = 64.0
-#: torch's seed range is 0 .. 2**64-1.
-MAX_SEED = 2**64 - 1
+from diffir.pipelines.limits import MAX_OUTSCALE, MAX_SEED
 
 
 def _int_or_auto(value: str, minimum: int, expected: str) -> int | str:

@@ -29,9 +29,7 @@ from diffir.cli.arguments import (
     tile_size,
     whole_number,
 )
-
-# The Restorer's own limit; repeated here so that `diffir restore -h` does not import torch.
-DEFAULT_MAX_OUTPUT_PIXELS = 250_000_000
+from diffir.pipelines.limits import DEFAULT_MAX_OUTPUT_PIXELS
 
 if TYPE_CHECKING:
     from diffir.pipelines.restorer import Restorer
@@ -159,7 +157,7 @@ def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], ou
     """Load the model and restore ``inputs`` (only ``share(inputs)`` in a job of several processes); counts."""
     from tqdm.auto import tqdm
 
-    from diffir.errors import DiffIRError
+    from diffir.errors import DiffIRError, print_warning
     from diffir.pipelines.files import output_path
     from diffir.pipelines.restorer import Restorer
     from diffir.pipelines.sharding import fair_threads, rank_device
@@ -214,7 +212,7 @@ def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], ou
     bar = tqdm(inputs, desc="images" + part.label, unit="img", file=sys.stderr,
                disable=True if args.quiet or not part.is_main else None)
     with warnings.catch_warnings():
-        warnings.showwarning = _one_line_warning  # restored on exit by catch_warnings
+        warnings.showwarning = print_warning  # restored on exit by catch_warnings
         for path in bar:
             bar.set_postfix_str(path.name, refresh=False)
             target = output_path(path, out_dir, args.suffix, args.ext)
@@ -293,14 +291,6 @@ def _restore_one(path: Path, mask_spec: Path | None, out_dir: Path, restorer: Re
     result = restorer.restore(record.pixels, mask=mask)
     write_image(target, result, quality=args.quality, icc_profile=record.icc_profile)
     return target
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-    from tqdm.auto import tqdm
-
-    from diffir.errors import one_line
-
-    tqdm.write(f"diffir: warning: {one_line(message)}", file=sys.stderr)
 
 
 def _one_line(exc: BaseException, path: Path) -> str:

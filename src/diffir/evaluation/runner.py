@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from diffir.errors import ConfigError, one_line
+from diffir.errors import ConfigError, print_warning
 from diffir.evaluation.baselines import baselines_for
 from diffir.evaluation.degrade import degradation_task, degrade
 from diffir.evaluation.grids import comparison_grid
@@ -70,9 +70,7 @@ def model_label(model: Any) -> str:
 
 def _warn(message: str) -> None:
     """One line on stderr, prefixed like every diffir warning (through tqdm so a progress bar stays intact)."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(f"diffir: warning: {one_line(message)}", file=sys.stderr)
+    print_warning(message)
 
 
 @dataclass

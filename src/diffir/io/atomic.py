@@ -69,7 +69,10 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping, metadata: dict[s
             safetensors.torch.save_file(dict(tensors), str(tmp), metadata=metadata)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one owned by another user counts)."""
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -98,7 +101,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
         match = _TEMP.match(name)
         try:
             if match:
-                stale = not _alive(int(match["pid"]))
+                stale = not process_alive(int(match["pid"]))
             elif _FOREIGN_TEMP.match(name):
                 stale = now - entry.stat(follow_symlinks=False).st_mtime > _FOREIGN_AGE
             else:

@@ -30,6 +30,7 @@ from diffir.errors import DiffIRError, ImageError
 from diffir.pipelines.attention_stats import attention_hook, stats_grid, sums_are_finite, whole_image_attention
 from diffir.pipelines.convert import as_float_batch, as_hole_mask
 from diffir.pipelines.files import hole_map
+from diffir.pipelines.limits import DEFAULT_MAX_OUTPUT_PIXELS, MAX_OUTSCALE, MAX_SEED
 from diffir.pipelines.model_source import load_inference_model
 from diffir.pipelines.padding import crop_to, pad_to_multiple
 from diffir.pipelines.precision import (
@@ -57,14 +58,6 @@ AUTO_TILE = {4: 128, 2: 384, 1: 512}
 #: (measured: 141 vs 305 MB for a 208×224 tile of the bundled ×4 model, 173 vs 313 MB for a 120×128 tile of the
 #: official-size one), so 1.5× the side costs about the memory of an output tile, with fewer tiles to overlap.
 STATS_TILE = {4: 1.5}
-#: Output-size limit (pixels of the network's output or of the final image, whichever is larger), checked before
-#: any work: the decompression-bomb limit bounds the input, this the work (a tiny 81 MP gray PNG passed the input
-#: limit and ran for minutes toward a 1.3-gigapixel x4 output).  250 MP is e.g. a 7900x7900 input at x2.
-DEFAULT_MAX_OUTPUT_PIXELS = 250_000_000
-#: Largest ``outscale``: beyond it a value is a typo, not a request.
-MAX_OUTSCALE = 64.0
-#: torch's seed range.
-MAX_SEED = 2**64 - 1
 #: Luma weights (ITU-R BT.601, as Pillow's RGB→L) used to return gray images as gray.
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 

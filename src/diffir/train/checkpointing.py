@@ -17,7 +17,6 @@ the half-made directory and keeps every earlier checkpoint.
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import re
@@ -31,7 +30,7 @@ from torch import nn
 
 from diffir.archs.base import ModelDescriptor
 from diffir.errors import CheckpointError, describe_os_error
-from diffir.io.atomic import remove_stale_temporaries, save_safetensors
+from diffir.io.atomic import process_alive, remove_stale_temporaries, save_safetensors
 from diffir.io.runs import (  # noqa: F401 - the run layout, re-exported for the trainer
     checkpoint_dir,
     latest,
@@ -166,18 +165,6 @@ def _write_files(folder: Path, weights: dict[str, nn.Module], state: dict[str, A
 _TMP_DIR = re.compile(r"^\.tmp_iter_\d+_(?P<pid>\d+)$")
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError as exc:  # EPERM: it exists, owned by someone else
-        return exc.errno == errno.EPERM
-    return True
-
-
 def remove_stale(out: Path) -> None:
     """Remove what killed runs left in ``out``: temporary files and half-made checkpoint directories.
 
@@ -190,7 +177,7 @@ def remove_stale(out: Path) -> None:
         return
     for entry in root.iterdir():
         m = _TMP_DIR.match(entry.name)
-        if m and entry.is_dir() and not entry.is_symlink() and not _alive(int(m["pid"])):
+        if m and entry.is_dir() and not entry.is_symlink() and not process_alive(int(m["pid"])):
             shutil.rmtree(entry, ignore_errors=True)
 
 
