@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("diffir.cli.info", "show the inferred configuration, parameters and MACs of a model"),
     "export": ("diffir.cli.export", "export a stage-2 model's whole inference (prior + sampler + network) to ONNX"),
     "list": ("diffir.cli.list_models", "list the named model presets"),
+    "serve": ("diffir.cli.serve", "a local web app: upload, restore, paint masks, compare and download"),
     "bench": ("diffir.cli.bench", "time models per size: ms/image, ms/MP, GFLOP/s vs matmul peak, memory"),
 }
 

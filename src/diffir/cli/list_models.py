@@ -46,21 +46,18 @@ def _models(pattern: str) -> int:
 
 def _installed_summary(path) -> str:
     """Task and scale from a diffir safetensors file's metadata (no weights read); .pth files are not opened."""
+    from diffir.errors import one_line
+    from diffir.io.locate import installed_metadata
+
     if path.suffix != ".safetensors":
         return f"{path.name} (official layout; `diffir info {path}` shows what it is)"
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception:  # noqa: BLE001 - a damaged file is listed, not fatal; `diffir info` reports the cause
+    meta = installed_metadata(path)
+    if meta is None:
         return f"{path.name} (unreadable: see `diffir info {path}`)"
-    from diffir.errors import one_line
-
     # Metadata is text from the file: shown escaped and short, so a crafted value cannot rewrite the terminal.
     task, scale, arch = (one_line(meta.get(k, default))[:20] for k, default in
-                         (("task", "?"), ("scale", "?"), ("architecture", "diffir")))
-    return f"{arch:7s} {task:8s} x{scale}  {one_line(path.name)}"
+                         (("task", "?"), ("scale", "?"), ("arch", "?")))
+    return f"{arch:10s} {task:8s} x{scale}  {one_line(path.name)}"
 
 
 def _official(pattern: str) -> int:

@@ -267,30 +267,12 @@ def _summary(args: argparse.Namespace, every: list[dict[str, Any]], earlier: lis
 def _restore_one(path: Path, mask_spec: Path | None, out_dir: Path, restorer: Restorer,
                  args: argparse.Namespace, claimed: dict[Path, Path], max_pixels: int | None) -> Path:
     """Read, restore and atomically write one file; returns the output path.  Raises on any problem."""
-    from diffir.errors import DiffIRError, ImageError
-    from diffir.io.images import image_size, read_image, write_image
-    from diffir.pipelines.files import find_mask, output_path, read_mask
+    from diffir.pipelines.files import find_mask
+    from diffir.pipelines.restore_file import restore_file
 
-    width, height = image_size(path, max_pixels=max_pixels)  # the header only: refuse huge work before decoding
-    restorer.check_output_size(height, width, str(path))
-    record = read_image(path, max_pixels=max_pixels)
-    target = output_path(path, out_dir, args.suffix, args.ext, has_alpha=record.pixels.shape[2] in (2, 4))
-    if target in claimed:
-        raise DiffIRError(f"{path}: output {target.name} was already written for {claimed[target]} (same file "
-                          "name); restore these inputs to separate -o folders or rename one")
-    mask = None
-    if mask_spec is not None:
-        mask_path = find_mask(path, mask_spec)
-        holes = read_mask(mask_path, args.mask_threshold, args.mask_hole, max_pixels)
-        if holes.shape != record.pixels.shape[:2]:
-            (mh, mw), (ih, iw) = holes.shape, record.pixels.shape[:2]
-            raise ImageError(f"{path}: mask {mask_path} is {mw}x{mh} but the image is {iw}x{ih}; "
-                             "give a mask of the image's size")
-        # Holes are decided (alpha, 16-bit, polarity) by read_mask; handed over in the Restorer's convention.
-        mask = holes if args.mask_hole == "white" else ~holes
-    result = restorer.restore(record.pixels, mask=mask)
-    write_image(target, result, quality=args.quality, icc_profile=record.icc_profile)
-    return target
+    mask = find_mask(path, mask_spec) if mask_spec is not None else None
+    return restore_file(restorer, path, out_dir, mask=mask, suffix=args.suffix, ext=args.ext, quality=args.quality,
+                        max_pixels=max_pixels, claimed=claimed)
 
 
 def _one_line(exc: BaseException, path: Path) -> str:

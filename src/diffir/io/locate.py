@@ -53,15 +53,29 @@ class ModelLocation:
         return list(self.path) if isinstance(self.path, tuple) else self.path
 
 
-def installed_models() -> dict[str, Path]:
-    """Weights installed in the models folder, by name (``.safetensors`` wins over ``.pth``)."""
-    folder = models_dir()
+def installed_models(folder: Path | None = None) -> dict[str, Path]:
+    """Weights installed in the models folder (or ``folder``), by name (``.safetensors`` wins over ``.pth``)."""
+    folder = models_dir() if folder is None else Path(folder)
     if not folder.is_dir():
         return {}
     found: dict[str, Path] = {}
     for ext in reversed(NAME_EXTENSIONS):
         found.update({p.stem: p for p in sorted(folder.glob(f"*{ext}")) if p.is_file()})
     return dict(sorted(found.items()))
+
+
+def installed_metadata(path: Path) -> dict[str, str] | None:
+    """What a diffir safetensors file says about itself (task, scale, arch ...), read from its header only;
+    None for other files (official ``.pth`` are not opened) and for unreadable ones (`diffir info` says why)."""
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - a damaged file is listed, not fatal
+        return None
 
 
 def _looks_like_path(text: str) -> bool:

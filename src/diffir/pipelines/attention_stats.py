@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffir.nn.restormer import MDTA
-from diffir.pipelines.tiling import TileGrid, make_grid
+from diffir.pipelines.tiling import TileGrid, TileReport, make_grid
 
 Region = tuple[int, int, int, int]  # y0, y1, x0, x1 in tile input pixels
 Sums = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # Σ q·kᵀ (heads, c, c), Σ q² (heads, c), Σ k² (heads, c)
@@ -166,10 +166,12 @@ def whole_image_attention(
     align: int,
     batch_size: int = 1,
     progress: bool = False,
+    report: TileReport | None = None,
 ) -> _Apply:
     """First pass: run ``features`` (the network body on a batch of tiles) over ``grid`` (e.g. a
     :func:`stats_grid`) and return a hook that makes every attention layer use whole-image statistics.
-    Install it with :func:`attention_hook`.  Only the sums are kept, never the tiles' features."""
+    Install it with :func:`attention_hook`.  Only the sums are kept, never the tiles' features.
+    ``report("statistics", done, total)`` is called after every batch of tiles."""
     _, _, height, width = lq.shape
     spans_y = core_spans(grid.ys, grid.tile_h, height, align)
     spans_x = core_spans(grid.xs, grid.tile_w, width, align)
@@ -187,6 +189,8 @@ def whole_image_attention(
                 with contextlib.suppress(_AllCollected):
                     features(torch.cat([lq[:, :, y: y + grid.tile_h, x: x + grid.tile_w] for y, x, _ in chunk]))
                 bar.update(len(chunk))
+                if report is not None:
+                    report("statistics", min(k + batch_size, len(boxes)), len(boxes))
         finally:
             bar.close()
     return _Apply(collect.sums)

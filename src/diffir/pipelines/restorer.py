@@ -45,7 +45,7 @@ from diffir.pipelines.precision import (
     resolve_precision,
 )
 from diffir.pipelines.prior import condition_tiled
-from diffir.pipelines.tiling import TileGrid, align_down, canvas, make_grid, run_tiled
+from diffir.pipelines.tiling import TileGrid, TileReport, align_down, canvas, make_grid, run_tiled
 from diffir.runtime import keep_freed_memory
 
 #: ``tile="auto"``: images whose padded LQ side exceeds this are tiled with tiles of at most this size (LQ
@@ -87,6 +87,8 @@ class Restorer:
         mask_hole: ``"white"`` (default): bright mask pixels are holes (LaMa, DiffIR); ``"black"``: dark ones
             are (MAT masks), i.e. values at or below ``mask_threshold``.
         progress: show a tqdm bar over the tiles of large images (only when stderr is a terminal).
+        on_progress: called after every batch of tiles of a tiled image with (pass, tiles done, tiles in the
+            pass); pass is ``"statistics"`` (the first pass of ``tile_stats="global"``) or ``"tiles"``.
         compile: run the restoration network under ``torch.compile`` (compiled on the first image, its time printed
             once on stderr; a failure to compile warns once and runs uncompiled).
         max_output_pixels: refuse an image whose output (``max(scale, outscale)``² × input pixels) is larger,
@@ -110,6 +112,7 @@ class Restorer:
         progress: bool = False,
         compile: bool = False,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+        on_progress: TileReport | None = None,
     ) -> None:
         check_outscale(outscale)
         check_seed(seed)
@@ -145,6 +148,7 @@ class Restorer:
         self.max_output_pixels = max_output_pixels
         self.mask_hole = mask_hole
         self.progress = progress
+        self.on_progress = on_progress
         self._warned_fallback = False
         self.fallbacks = 0  #: images redone in float32 because of NaN/Inf in reduced precision
         self._network = CompiledNetwork(self.model.restore) if compile else self.model.restore
@@ -301,7 +305,7 @@ class Restorer:
         hook = self._whole_image_attention(padded, tile, prior) if len(grid) > 1 else None
         with attention_hook(self.model, hook):
             run_tiled(lambda t: self._forward(t, prior), padded, grid, self.scale, self.descriptor.out_channels,
-                      self.batch_size, self.progress, out=out)
+                      self.batch_size, self.progress, out=out, report=self.on_progress)
         return hook
 
     def _whole_image_attention(self, padded: torch.Tensor, tile: int, prior: torch.Tensor) -> Any:
@@ -321,7 +325,8 @@ class Restorer:
         align = self.descriptor.size_multiple
         factor = STATS_TILE.get(self.scale, 1.0) if self.task == "sr" else 1.0
         grid = stats_grid(*padded.shape[-2:], align_down(int(tile * factor), align), align)
-        hook = whole_image_attention(self.model, features, padded, grid, align, self.batch_size, self.progress)
+        hook = whole_image_attention(self.model, features, padded, grid, align, self.batch_size, self.progress,
+                                     self.on_progress)
         if not sums_are_finite(hook) and self.dtype != torch.float32:
             if not self._warned_fallback:
                 warnings.warn(f"NaN/Inf in {str(self.dtype).removeprefix('torch.')} attention statistics: "
@@ -330,7 +335,8 @@ class Restorer:
                 self._warned_fallback = True
             self.dtype = torch.float32
             self.fallbacks += 1
-            hook = whole_image_attention(self.model, features, padded, grid, align, self.batch_size, self.progress)
+            hook = whole_image_attention(self.model, features, padded, grid, align, self.batch_size, self.progress,
+                                         self.on_progress)
         return hook
 
     def _forward(self, lq: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:

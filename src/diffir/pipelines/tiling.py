@@ -27,6 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
+#: Progress callback of the tiled passes: (pass name, tiles done, tiles in the pass).
+TileReport = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -113,12 +115,13 @@ def run_tiled(
     batch_size: int = 1,
     progress: bool = False,
     out: torch.Tensor | None = None,
+    report: TileReport | None = None,
 ) -> torch.Tensor:
     """Apply ``fn`` (tiles (N, C, th, tw) → (N, out_channels, th·scale, tw·scale)) over ``grid`` and blend.
 
     ``lq`` is a (1, C, H, W) CPU tensor; the result is a float32 (1, out_channels, H·scale, W·scale) CPU tensor:
     ``out`` if given (overwritten; see :func:`canvas`), else a new one.  ``fn`` is responsible for moving tiles
-    to its device and the outputs back.
+    to its device and the outputs back.  ``report("tiles", done, total)`` is called after every batch of tiles.
     """
     _, _, height, width = lq.shape
     if out is None:
@@ -149,6 +152,8 @@ def run_tiled(
                 out[0, :, y * scale: y * scale + th, x * scale: x * scale + tw].addcmul_(result[n], weight)
             del result
             bar.update(len(chunk))
+            if report is not None:
+                report("tiles", min(k + batch_size, len(boxes)), len(boxes))
     finally:
         bar.close()
     # Divide by the total weight row by row and column by column: no image-sized weight map.
