@@ -302,3 +302,13 @@ def test_serve_command_errors_are_one_line(tmp_path, capsys) -> None:
         assert main(["serve", "--port", str(taken.getsockname()[1])]) == 2
     err = capsys.readouterr().err
     assert err.startswith("diffir: error: cannot listen on 127.0.0.1:") and err.count("\n") == 1
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install(monkeypatch, capsys) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffir: error: diffir serve needs the serve extra (uvicorn is missing): pip install "
+                          "'diffir-toolkit[serve]'") and err.count("\n") == 1
