@@ -279,6 +279,13 @@ def test_old_items_are_removed_but_not_those_of_waiting_jobs(models, workspace_t
         items = [service.workspace.new_item()[0] for _ in range(4)]
         alive = {p.name for p in service.workspace.root.iterdir()}
         assert pinned in alive and items[-1] in alive and items[0] not in alive
+        # The records of removed uploads go too (a long-running server does not accumulate them).
+        uploads = []
+        for _ in range(4):
+            item, path = service.new_upload("x.png")
+            path.write_bytes(png(np.zeros((4, 4, 3), np.uint8)))
+            uploads.append(service.check_upload(item, path).id)
+        assert uploads[0] not in service.uploads and uploads[-1] in service.uploads
     finally:
         service.close()
 

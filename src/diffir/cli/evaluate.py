@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffir.cli.arguments import MAX_SEED, add_threads, tile_size, whole_number
+from diffir.cli.arguments import add_threads
+from diffir.option_values import tile_size, whole_number
+from diffir.pipelines.limits import MAX_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,15 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffir.bundled import DEFAULT_MODEL
-from diffir.cli.arguments import (
-    add_threads,
-    pixel_limit,
-    scale_factor,
-    seed,
-    threshold,
-    tile_size,
-    whole_number,
-)
+from diffir.cli.arguments import add_threads
+from diffir.option_values import pixel_limit, scale_factor, seed, threshold, tile_size, whole_number
 from diffir.pipelines.limits import DEFAULT_MAX_OUTPUT_PIXELS
 
 if TYPE_CHECKING:

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from diffir.cli.arguments import add_threads, pixel_limit, whole_number
+from diffir.cli.arguments import add_threads
+from diffir.option_values import pixel_limit, whole_number
 from diffir.pipelines.limits import DEFAULT_MAX_OUTPUT_PIXELS
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}

@@ -74,6 +74,9 @@ def create_app(settings: Settings = Settings()) -> Starlette:  # noqa: B008 - fr
         except (DiffIRError, OSError, MemoryError) as exc:
             service().workspace.remove(item)
             return error(exc)
+        except BaseException:  # e.g. the browser went away mid-upload: no partial file stays behind
+            service().workspace.remove(item)
+            raise
         return JSONResponse({"id": entry.id, "name": entry.name, "width": entry.width, "height": entry.height,
                              "warnings": [service().hide_paths(w) for w in entry.warnings]})
 

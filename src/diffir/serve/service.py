@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from diffir.cli.arguments import scale_factor, seed, tile_size
 from diffir.errors import DiffIRError, ImageError
 from diffir.io.images import DEFAULT_MAX_PIXELS, image_size, read_image
+from diffir.option_values import scale_factor, seed, tile_size
 from diffir.pipelines.limits import DEFAULT_MAX_OUTPUT_PIXELS
 from diffir.pipelines.restore_file import check_mask_size, restore_file
 from diffir.serve.catalog import ModelEntry, model_catalog
@@ -78,6 +78,7 @@ class Service:
     def new_upload(self, name: str) -> tuple[str, Path]:
         """(id, path to write the uploaded bytes to): the user's file name, made safe, in a new folder."""
         item, folder = self.workspace.new_item()
+        self._forget_removed()
         return item, folder / safe_name(name)
 
     def check_upload(self, item: str, path: Path) -> Upload:
@@ -128,6 +129,7 @@ class Service:
             check_mask_size(image.path, mask.path, (mask.width, mask.height), (image.width, image.height))
         options = _restore_options(request)
         item, folder = self.workspace.new_item()
+        self._forget_removed()
         job = Job(item, folder, entry, image.path, mask.path if mask else None, options)
         try:
             self.queue.submit(job)
@@ -145,6 +147,13 @@ class Service:
         if job is None:
             raise DiffIRError(f"{item[:40]!r} is not a job")
         return job
+
+    def _forget_removed(self) -> None:
+        """Drop the records of uploads and jobs whose folders the workspace removed (old or over the limit)."""
+        with self._lock:
+            for table in (self.uploads, self.jobs):
+                for item in [i for i in table if not self.workspace.exists(i)]:
+                    del table[item]
 
     def _in_use(self) -> set[str]:
         """Uploads and result folders of queued and running jobs: kept when old items are removed."""
@@ -188,7 +197,7 @@ class Service:
 
     def hide_paths(self, text: str) -> str:
         """``text`` with the workspace folders taken out, so that messages name the user's own file names."""
-        return re.sub(re.escape(str(self.workspace.root)) + r"/[0-9a-f]{16}/", "", text)
+        return re.sub(re.escape(str(self.workspace.root)) + r"[/\\][0-9a-f]{16}[/\\]", "", text)
 
 
 def _restore_options(request: dict[str, Any]) -> dict[str, Any]:

@@ -62,6 +62,10 @@ class Workspace:
             raise DiffIRError(f"unknown or expired upload/job {item[:40]!r}: upload the image again")
         return self.root / item
 
+    def exists(self, item: str) -> bool:
+        with self._lock:
+            return item in self._created
+
     def remove(self, item: str) -> None:
         with self._lock:
             self._created.pop(item, None)
