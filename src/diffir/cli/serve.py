@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"diffir serve: http://{host}:{args.port}/ on {device}"
           f"{f' ({threads} threads)' if threads else ''}; Ctrl+C stops it", file=sys.stderr)
-    if args.host not in _LOOPBACK:
+    if args.host in _LOOPBACK:
+        print("diffir serve: only this machine can reach it; --host 0.0.0.0 shares it with your network "
+              "(no login: see docs/serve.md)", file=sys.stderr)
+    else:
         print(f"diffir: warning: listening on {args.host}: anyone who can reach this machine can use the app "
               "(there is no login); the default --host 127.0.0.1 keeps it to this machine", file=sys.stderr)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
