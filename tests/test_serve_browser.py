@@ -195,3 +195,21 @@ def test_errors_are_shown_in_the_page(page, tmp_path) -> None:
     page.wait_for_selector("#error:not([hidden])")
     assert page.locator("#error").text_content() == ("astronaut.png: mask small_mask.png is 64x64 but the image is "
                                                      "256x256; give a mask of the image's size")
+
+
+@pytest.mark.parametrize("how", ["drop", "paste"])
+def test_drop_and_paste_upload_the_image(page, how) -> None:
+    data = list((SAMPLES / "sr_x4" / "chelsea.png").read_bytes())
+    # What the browser hands the page when a file is dropped on the zone or pasted from the clipboard.
+    page.evaluate("""([how, bytes]) => {
+        const file = new File([new Uint8Array(bytes)], "dropped.png", {type: "image/png"});
+        const transfer = new DataTransfer();
+        transfer.items.add(file);
+        const event = how === "drop"
+            ? new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true})
+            : new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true});
+        (how === "drop" ? document.getElementById("drop") : document).dispatchEvent(event);
+    }""", [how, data])
+    page.wait_for_function("document.getElementById('file-info').textContent.includes('112×75')")
+    assert page.locator("#file-info").text_content() == "dropped.png: 112×75"
+    page.wait_for_selector("#restore:enabled")  # after the preview is shown
