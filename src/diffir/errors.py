@@ -67,6 +67,18 @@ def describe_os_error(exc: OSError, path: object = None) -> str:
     return one_line(f"{text}; {fix}" if fix else text)
 
 
+def describe_failure(exc: BaseException) -> str:
+    """What went wrong restoring one image, in words: out of memory (with the fix), our own errors as they are,
+    OS errors through :func:`describe_os_error`, anything else with its type (a bug)."""
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+        return "out of CPU memory; restore it with a smaller tile (--tile N, or --tile auto)"
+    if isinstance(exc, DiffIRError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def print_warning(message, category=None, filename=None, lineno=None, file=None, line=None) -> None:  # noqa: ARG001
     """Print a warning as one ``diffir: warning:`` line on stderr; usable as ``warnings.showwarning``.
 

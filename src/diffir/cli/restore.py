@@ -269,16 +269,8 @@ def _restore_one(path: Path, mask_spec: Path | None, out_dir: Path, restorer: Re
 
 
 def _one_line(exc: BaseException, path: Path) -> str:
-    from diffir.errors import DiffIRError, describe_os_error, one_line
+    from diffir.errors import describe_failure, one_line
 
-    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
-        text = "out of CPU memory; restore it with a smaller --tile (or --tile auto)"
-    elif isinstance(exc, DiffIRError):
-        text = str(exc)
-    elif isinstance(exc, OSError):
-        text = describe_os_error(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    text = one_line(text)
+    text = one_line(describe_failure(exc))
     shown = one_line(path)
     return text if text.startswith(shown) else f"{shown}: {text}"

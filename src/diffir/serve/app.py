@@ -25,7 +25,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from diffir.errors import DiffIRError, describe_os_error, one_line
+from diffir.errors import DiffIRError, describe_failure, one_line
 from diffir.serve.jobs import Job, QueueFull, route_warnings
 from diffir.serve.service import Service, Settings
 
@@ -40,10 +40,7 @@ def create_app(settings: Settings = Settings()) -> Starlette:  # noqa: B008 - fr
         return state["service"]
 
     def error(exc: BaseException, status: int = 400) -> JSONResponse:
-        text = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
-        if isinstance(exc, MemoryError):
-            text = "out of memory while reading the image"
-        return JSONResponse({"error": one_line(service().hide_paths(text))}, status_code=status)
+        return JSONResponse({"error": one_line(service().hide_paths(describe_failure(exc)))}, status_code=status)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")

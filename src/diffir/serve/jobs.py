@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffir.errors import DiffIRError, describe_os_error, print_warning
+from diffir.errors import DiffIRError, describe_failure, print_warning
 from diffir.serve.catalog import ModelEntry
 
 
@@ -103,21 +103,11 @@ class JobQueue:
                     self._run(job)
                 job.state = "done"
             except Exception as exc:  # noqa: BLE001 - one failed job must not stop the worker; shown in the page
-                job.error = _describe(exc)
+                job.error = describe_failure(exc)
                 job.state = "failed"
             job.seconds = time.perf_counter() - start
             with self._ready:
                 self._running = None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
-        return "out of memory: choose a smaller tile"
-    if isinstance(exc, DiffIRError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        return describe_os_error(exc)
-    return f"internal error: {type(exc).__name__}: {exc} (a bug in diffir: please report it)"
 
 
 # ------------------------------------------------------------------------------------------------ warnings

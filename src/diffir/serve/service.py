@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from diffir.errors import DiffIRError, ImageError
-from diffir.io.images import DEFAULT_MAX_PIXELS, image_size, read_image
+from diffir.io.images import DEFAULT_MAX_PIXELS, image_size, read_image, to_8bit, write_image
 from diffir.option_values import scale_factor, seed, tile_size
 from diffir.pipelines.limits import DEFAULT_MAX_OUTPUT_PIXELS
 from diffir.pipelines.restore_file import check_mask_size, restore_file
@@ -184,15 +184,8 @@ class Service:
         """An 8-bit PNG of ``source`` next to it (made once): what the browser shows for every input format."""
         target = source.with_name(".preview.png")
         if not target.exists():
-            from PIL import Image
-
             pixels = read_image(source, max_pixels=self.settings.max_pixels).pixels
-            if pixels.dtype == np.uint16:
-                pixels = ((pixels.astype(np.float32) + 128.5) / 257).astype(np.uint8)  # 65535 -> 255
-            partial = target.with_name(".preview.tmp.png")
-            # Pillow infers L, LA, RGB or RGBA from the channel count; level 1: fast to write, shown once.
-            Image.fromarray(pixels.squeeze(2) if pixels.shape[2] == 1 else pixels).save(partial, compress_level=1)
-            partial.replace(target)
+            write_image(target, to_8bit(pixels) if pixels.dtype == np.uint16 else pixels)
         return target
 
     def hide_paths(self, text: str) -> str:
