@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import diffir
-from diffir.pipelines.padding import pad_to_multiple
+from diffir.nn.padding import pad_to_multiple
 from diffir.pipelines.tiling import make_grid, run_tiled
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from diffir.pipelines.padding import crop_to, pad_to_multiple, padded_size, reflect_indices
+from diffir.nn.padding import crop_to, pad_to_multiple, padded_size, reflect_indices
 
 sizes = st.integers(min_value=1, max_value=70)
 multiples = st.sampled_from([1, 2, 3, 4, 8, 16, 32])

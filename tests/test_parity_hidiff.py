@@ -30,7 +30,7 @@ from diffir.archs.hidiff.options import from_official, to_official
 from diffir.archs.hidiff.presets import PRESETS
 from diffir.diffusion.sampler import PriorDiffusion
 from diffir.errors import ConfigError
-from diffir.pipelines.padding import crop_to, pad_to_multiple
+from diffir.nn.padding import crop_to, pad_to_multiple
 
 #: Every case is checked on the fast and on the reference formulation of the networks.
 pytestmark = pytest.mark.usefixtures("network_path")

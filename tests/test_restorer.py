@@ -13,7 +13,7 @@ from PIL import Image
 import diffir
 from conftest import shared_data, tiny_model
 from diffir.errors import DiffIRError, ImageError
-from diffir.pipelines.padding import pad_to_multiple
+from diffir.nn.padding import pad_to_multiple
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import importlib
 from diffir.archs.base import Architecture, Checkpoint, ModelDescriptor, PooledEncoder, RestorationModel
 
 #: Registered architectures, in the order checkpoints are offered to them for detection.
-_PACKAGES = ("diffir", "hidiff")
+_PACKAGES = ("diffir", "hidiff", "diffbir")
 
 __all__ = [
     "Architecture", "Checkpoint", "ModelDescriptor", "PooledEncoder", "RestorationModel",

@@ -40,6 +40,10 @@ class ModelDescriptor:
     #: whole-image statistics gathered in a first pass (see :mod:`diffir.pipelines.attention_stats`).
     exact_tiled_condition: bool = True
     attention_statistics: bool = True
+    #: A generative model (DiffBIR) restores through ``generate(lq, options, generator, report)`` with
+    #: :class:`~diffir.archs.generation.GenerationOptions`, not through the prior recipe above; it pads and tiles
+    #: inside (its cleaner, latent and VAE each have their own tiles), so ``size_multiple`` is 1.
+    generative: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ def load_strict(model: nn.Module, sd: StateDict, source: str) -> None:
                 f"{source}: key '{k}' has shape {tuple(v.shape)} but the inferred {model.descriptor.task} "
                 f"x{model.descriptor.scale} config expects {tuple(own[k].shape)} (mixed checkpoints?)"
             )
-        if not (v.is_floating_point() or v.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)):
+        integer_buffer = not own[k].is_floating_point() and v.dtype == own[k].dtype  # index tables (SwinIR)
+        if not (v.is_floating_point() or v.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) or integer_buffer):
             raise CheckpointError(f"{source}: key '{k}' has non-float dtype {v.dtype}")
     model.load_state_dict(sd, strict=True)
 
@@ -144,3 +149,8 @@ class Architecture:
     def official_files(self, model: nn.Module) -> dict[str, StateDict]:
         """The model in the official layout: file stem → state_dict ("" for a single file)."""
         raise NotImplementedError
+
+    def official_payload(self, stem: str, sd: StateDict) -> tuple[str, Any]:
+        """File name and ``torch.save`` payload of one file of a multi-file official layout (BasicSR's
+        ``<network>.pth`` holding ``{"params": state_dict}`` unless the architecture releases another container)."""
+        return f"{stem}.pth", {"params": sd}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from diffir.bundled import DEFAULT_MODEL
 from diffir.cli.arguments import add_threads
+from diffir.cli.generation_args import add_generation_arguments, generation_options
 from diffir.option_values import pixel_limit, scale_factor, seed, threshold, tile_size, whole_number
 from diffir.pipelines.limits import DEFAULT_MAX_OUTPUT_PIXELS
 
@@ -87,6 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which mask colour marks the holes (default: white, as LaMa/DiffIR; black for MAT masks)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bars (they are shown only when stderr is a terminal)")
+    add_generation_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,7 +162,7 @@ def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], ou
         precision=args.precision, compile=args.compile, device=rank_device(args.device, part),
         seed=args.seed, batch_size=args.batch_size, outscale=args.outscale,
         mask_threshold=args.mask_threshold, mask_hole=args.mask_hole, progress=not args.quiet and part.is_main,
-        max_output_pixels=args.max_output_pixels,
+        max_output_pixels=args.max_output_pixels, generation=generation_options(args),
     )
     inpaint = restorer.task == "inpaint"
     if inpaint and not args.mask:

@@ -328,7 +328,7 @@ class OnnxRestorer:
     def run(self, lq: np.ndarray, seed: int | None = 0, noise: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Restore a (C, H, W) or (B, C, H, W) float image (any H, W); ``noise`` (from :meth:`noise`) overrides
         ``seed``.  Returns float32 of the same rank, H·scale × W·scale, not clamped."""
-        from diffir.pipelines.padding import crop_to, pad_to_multiple
+        from diffir.nn.padding import crop_to, pad_to_multiple
 
         x = torch.as_tensor(np.asarray(lq, dtype=np.float32))
         single = x.dim() == 3

@@ -27,7 +27,7 @@ from diffir.archs import Checkpoint, architecture, architecture_of, architecture
 from diffir.archs.base import load_strict  # noqa: F401 - part of this module's API
 from diffir.errors import CheckpointError, describe_os_error
 from diffir.io.atomic import atomic_path, remove_stale_temporaries, save_safetensors
-from diffir.io.runs import per_network_files, resolve_checkpoint_path
+from diffir.io.runs import component_files, per_network_files, resolve_checkpoint_path
 from diffir.io.torchfile import read_torch_file
 
 FORMAT = "diffir"
@@ -193,6 +193,8 @@ def read_sources(src: Any, key: str | None = None) -> Checkpoint:
     if path.is_dir() and not (path / "model.safetensors").is_file() and (per_net := per_network_files(path)):
         parts = {role: read_checkpoint(f, key=key)[0] for role, f in per_net.items()}
         return Checkpoint(parts, {}, str(path))
+    if path.is_dir() and (components := component_files(path)):
+        return Checkpoint({str(f): read_checkpoint(f, key=key)[0] for f in components}, {}, str(path))
     path = resolve_checkpoint_path(path)
     sd, meta = read_checkpoint(path, key=key)
     return Checkpoint({"": sd}, meta, str(path))
@@ -283,8 +285,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False
                                   "name (without a suffix) to write them into")
         path.mkdir(parents=True, exist_ok=True)
         for stem, sd in files.items():
-            with atomic_path(path / f"{stem}.pth") as tmp:
-                torch.save({"params": {k: v.detach().cpu().contiguous() for k, v in sd.items()}}, tmp)
+            name, payload = arch.official_payload(stem, {k: v.detach().cpu().contiguous() for k, v in sd.items()})
+            with atomic_path(path / name) as tmp:
+                torch.save(payload, tmp)
         return path
     descriptor = model.descriptor
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

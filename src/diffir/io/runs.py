@@ -37,6 +37,16 @@ def per_network_files(folder: Path) -> dict[str, Path]:
     return {role: f for role, (_, f) in found.items()}
 
 
+def component_files(folder: Path) -> list[Path]:
+    """The weight files of a folder holding a pipeline released as several files (DiffBIR: the SD checkpoint, an
+    IRControlNet and a cleaner), or [] for a run or checkpoint folder, or fewer than two files."""
+    markers = ("model.safetensors", "params.safetensors", "params_ema.safetensors", "state.pt", "checkpoints")
+    if any((folder / m).exists() for m in markers):
+        return []
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in (".ckpt", ".pth", ".pt", ".safetensors"))
+    return files if len(files) >= 2 else []
+
+
 def checkpoint_dir(out: Path) -> Path:
     return out / "checkpoints"
 
@@ -101,7 +111,7 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
         return p
     if (p / "model.safetensors").is_file():
         return p / "model.safetensors"
-    if per_network_files(p):  # official weights released as one file per network (HI-Diff): read as a group
+    if per_network_files(p) or component_files(p):  # official multi-file releases (HI-Diff, DiffBIR): a group
         return p
     try:
         return resolve_weights(p)

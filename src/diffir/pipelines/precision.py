@@ -189,7 +189,7 @@ def calibration_input(model: nn.Module, image: np.ndarray | None = None) -> torc
     centred square hole."""
     from PIL import Image
 
-    from diffir.pipelines.padding import pad_to_multiple
+    from diffir.nn.padding import pad_to_multiple
 
     c = model.descriptor  # type: ignore[attr-defined]
     if image is None:

@@ -25,14 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffir.archs.generation import GenerationOptions
 from diffir.bundled import DEFAULT_MODEL
 from diffir.errors import DiffIRError, ImageError
+from diffir.nn.padding import crop_to, pad_to_multiple
 from diffir.pipelines.attention_stats import attention_hook, stats_grid, sums_are_finite, whole_image_attention
 from diffir.pipelines.convert import as_float_batch, as_hole_mask
 from diffir.pipelines.files import hole_map
 from diffir.pipelines.limits import DEFAULT_MAX_OUTPUT_PIXELS, MAX_OUTSCALE, MAX_SEED
 from diffir.pipelines.model_source import load_inference_model
-from diffir.pipelines.padding import crop_to, pad_to_multiple
 from diffir.pipelines.precision import (
     Calibration,
     CompiledNetwork,
@@ -91,6 +92,9 @@ class Restorer:
             pass); pass is ``"statistics"`` (the first pass of ``tile_stats="global"``) or ``"tiles"``.
         compile: run the restoration network under ``torch.compile`` (compiled on the first image, its time printed
             once on stderr; a failure to compile warns once and runs uncompiled).
+        generation: sampling options of a generative model (DiffBIR: steps, sampler, CFG, prompts, restoration
+            guidance, its tiles; :class:`~diffir.archs.generation.GenerationOptions`); ``None`` = its defaults.
+            ``tile`` then sets the latent-diffusion tile when ``generation`` does not.
         max_output_pixels: refuse an image whose output (``max(scale, outscale)``² × input pixels) is larger,
             before any work; ``None`` or 0 = no limit.
     """
@@ -113,6 +117,7 @@ class Restorer:
         compile: bool = False,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
         on_progress: TileReport | None = None,
+        generation: GenerationOptions | None = None,
     ) -> None:
         check_outscale(outscale)
         check_seed(seed)
@@ -151,6 +156,17 @@ class Restorer:
         self.on_progress = on_progress
         self._warned_fallback = False
         self.fallbacks = 0  #: images redone in float32 because of NaN/Inf in reduced precision
+        if self.descriptor.generative:
+            self.generation = generation or GenerationOptions()
+            if isinstance(tile, int) and tile and generation is None:
+                self.generation = self.generation.replace(latent_tile=tile)
+            self._network = None
+            return
+        if generation is not None:
+            raise DiffIRError(f"sampling options (steps, sampler, prompt, guidance ...) are for generative models "
+                              f"such as DiffBIR; this {self.descriptor.architecture} model samples only its prior "
+                              "(--seed)")
+        self.generation = None
         self._network = CompiledNetwork(self.model.restore) if compile else self.model.restore
 
     # ---------------------------------------------------------------------------------------------- public
@@ -164,6 +180,10 @@ class Restorer:
 
     def choose_precision(self) -> torch.dtype:
         """The configured precision; with ``precision="auto"`` measured now if not yet (see ``calibration``)."""
+        if self._dtype is None and self.descriptor.generative:
+            # No calibration image for a latent diffusion: float32 on the CPU, half precision (with the official
+            # float32 islands) on a GPU.
+            self._dtype = torch.float32 if self.device.type == "cpu" else torch.float16
         if self._dtype is None:
             self.calibration = calibrate(self.model, self.device)
             self._dtype = self.calibration.dtype
@@ -256,6 +276,15 @@ class Restorer:
 
     def _run_network(self, lq: torch.Tensor) -> torch.Tensor:
         """Padded-size prediction of a (1, C, H, W) CPU LQ; on device OOM the tile is halved and retried."""
+        if self.descriptor.generative:  # it pads and tiles inside (cleaner, latent and VAE tiles)
+            try:
+                return self._predict(lq, 0)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                free_device_memory(self.device)
+                raise DiffIRError(f"out of memory on {self.device}: tile the stages with --cleaner-tile, "
+                                  "--latent-tile and --vae-tile (e.g. 512), or use a smaller image") from None
         multiple = self.descriptor.size_multiple
         padded = pad_to_multiple(lq, multiple)
         tile = self._tile_for(*padded.shape[-2:])
@@ -279,6 +308,10 @@ class Restorer:
         generator = None
         if self.seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        if self.descriptor.generative:
+            out = self.model.generate(padded.to(self.device), self.generation, generator=generator,
+                                      report=self.on_progress, dtype=self.dtype)
+            return out.to("cpu", torch.float32)
         # The prior path runs outside autocast, in the weights' precision: it is a few % of the compute, and one
         # global prior steers every pixel.
         padded = padded.to(dtype=self._param_dtype)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffir.pipelines.padding import crop_to, pad_to_multiple, reflect_indices
+from diffir.nn.padding import crop_to, pad_to_multiple, reflect_indices
 from diffir.train.data import sample_seed
 
 
