@@ -13,13 +13,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import require_shared, shared_data
+from diffir.bundled import asset_path
 from diffir.errors import CheckpointError, ConfigError
 from diffir.metrics import METRICS, MissingWeightsError, build_metric, calculate_niqe, describe
 from diffir.metrics.backbones import alexnet_features, vgg16_features
 from diffir.metrics.dists import DISTS
 from diffir.metrics.fid import FID, FIDInception, frechet_distance
 from diffir.metrics.lpips import LPIPS
-from diffir.metrics.weights import asset_path
 
 
 def test_niqe_matches_matlab_on_baboon():

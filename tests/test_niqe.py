@@ -20,11 +20,11 @@ from scipy.ndimage import convolve
 from scipy.special import gamma
 
 from conftest import shared_data
+from diffir.bundled import asset_path
 from diffir.data.imresize import imresize
 from diffir.metrics import calculate_niqe
 from diffir.metrics.color import rgb_to_y
 from diffir.metrics.niqe import _aggd, niqe_features
-from diffir.metrics.weights import asset_path
 
 
 # ------------------------------------------------------------------------------ BasicSR's algorithm, written anew

@@ -24,6 +24,12 @@ from diffir.archs.diffbir.unet import SD21_CONTROLNET, SD21_UNET, ControlNet, UN
 from diffir.archs.diffbir.unet_blocks import timestep_embedding
 from diffir.archs.diffbir.vae import SD_VAE, AutoencoderKL, VAEConfig
 from diffir.errors import CheckpointError
+from diffir.io.checkpoint import read_checkpoint
+
+
+def _read(path) -> dict[str, torch.Tensor]:
+    """A weights file as the loader reads it (container unwrapped, no pickled code executed)."""
+    return read_checkpoint(path)[0]
 
 #: Reference groups this file compares completely.
 OWNED = ("vae.", "cldm.")
@@ -120,7 +126,7 @@ def test_files_load_with_inferred_configs(name: str) -> None:
     """The SD file has nothing missing or unused for the UNet and VAE; the ControlNet loads strictly; the
     inferred configs are the json's; our state_dicts have the official keys in the official module order."""
     c = case(name)
-    model, parts = ControlLDM.from_files(c.path("sd"), c.path("controlnet"),
+    model, parts = ControlLDM.from_state_dicts(_read(c.path("sd")), _read(c.path("controlnet")),
                                          num_head_channels=c.meta["unet"]["num_head_channels"])
     unet_cfg, control_cfg, vae_cfg = _configs(name)
     assert model.unet.config == unet_cfg
@@ -141,7 +147,7 @@ def test_ckpt_container_is_read(tmp_path) -> None:
     c = case(CASES[0])
     ckpt = tmp_path / "sd.ckpt"
     torch.save({"state_dict": c.weights("sd"), "global_step": 1}, ckpt)
-    model, parts = ControlLDM.from_files(ckpt, c.path("controlnet"),
+    model, parts = ControlLDM.from_state_dicts(_read(ckpt), _read(c.path("controlnet")),
                                          num_head_channels=c.meta["unet"]["num_head_channels"])
     assert model.unet.config == _configs(CASES[0])[0] and not parts.other
 

@@ -11,6 +11,11 @@ from pathlib import Path
 ASSET_DIR = Path(__file__).resolve().parent / "assets" / "models"
 
 
+def asset_path(name: str) -> Path:
+    """Path of a data file shipped in ``diffir/assets`` (metric parameters, the tokenizer's vocabulary)."""
+    return ASSET_DIR.parent / name
+
+
 @dataclass(frozen=True)
 class BundledModel:
     name: str

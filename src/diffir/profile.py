@@ -27,13 +27,17 @@ def count_macs(model: nn.Module, size: int) -> int:
 
     Counted on the reference formulation, the one the papers count (the fast path fuses the attention-weighted
     values with ``project_out`` and does a few % fewer).  S1 models also run their prior encoder on a ground
-    truth of the output size.
+    truth of the output size.  A generative model counts one restore with a single sampling step and no CFG.
     """
     c = model.descriptor  # type: ignore[attr-defined]
     lq = torch.zeros(1, c.in_channels, size, size)
     counter = FlopCounterMode(display=False)
     with counter, reference_path():
-        if c.stage == 1:
+        if c.generative:  # one restore with a single sampling step and no CFG: the smallest whole run
+            from diffir.archs.generation import GenerationOptions
+
+            model.generate(torch.zeros(1, 3, size, size), GenerationOptions(steps=1, cfg_scale=1.0))
+        elif c.stage == 1:
             model(lq, torch.zeros(1, c.out_channels, size * c.scale, size * c.scale))
         else:
             model(lq)

@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     print("parameters:")
     for part, n in parameter_breakdown(model).items():
         print(f"  {part:22s} {n:>12,}")
-    if not args.no_macs:
+    if not args.no_macs and model.descriptor.generative and args.size is None:
+        print("MACs: a generative model's cost grows with its steps and image size: --size N counts a one-step "
+              "restore of an NxN input (the cleaner's output is at least min_size on its short side)")
+    elif not args.no_macs:
         size = args.size or (64 if c.task == "sr" else 256)
         macs = count_macs(model, size)
         print(f"MACs at {size}x{size} input: {macs / 1e9:.2f} G  ({2 * macs / 1e9:.2f} GFLOPs)")

@@ -222,7 +222,10 @@ def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], ou
                 failed += 1
                 tqdm.write(f"diffir: error: {_one_line(exc, path)}", file=sys.stderr)
     bar.close()
-    return {"done": done, "skipped": skipped, "failed": failed, "elapsed": time.perf_counter() - start}
+    from diffir.runtime.memory import describe_peak
+
+    return {"done": done, "skipped": skipped, "failed": failed, "elapsed": time.perf_counter() - start,
+            "peak": describe_peak(restorer.device)}
 
 
 def _status(every: list[dict[str, Any]]) -> int:
@@ -255,7 +258,9 @@ def _summary(args: argparse.Namespace, every: list[dict[str, Any]], earlier: lis
             print("diffir: warning: the processes listed different inputs (files added or removed while they "
                   "started): some files may be restored twice or not at all; run again to fill the gaps",
                   file=sys.stderr)
-    print(f"diffir restore{label}: {', '.join(parts)} in {took} -> {out_dir}", file=sys.stderr)
+    peak = every[0].get("peak") if len(every) == 1 else ""  # per process; one line cannot hold them all
+    print(f"diffir restore{label}: {', '.join(parts)} in {took}{f', {peak}' if peak else ''} -> {out_dir}",
+          file=sys.stderr)
     return _status(every)
 
 

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from diffir.bundled import asset_path
 from diffir.metrics.backbones import VGG16_TAPS, load_features, vgg16_features
-from diffir.metrics.weights import asset_path, find_weights
+from diffir.metrics.weights import find_weights
 
 __all__ = ["DISTS", "L2Pool"]
 

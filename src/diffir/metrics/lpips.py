@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from diffir.bundled import asset_path
 from diffir.metrics.backbones import ALEX_TAPS, VGG16_TAPS, alexnet_features, load_features, vgg16_features
-from diffir.metrics.weights import asset_path, find_weights
+from diffir.metrics.weights import find_weights
 
 __all__ = ["LPIPS"]
 

@@ -15,9 +15,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from diffir.bundled import asset_path
 from diffir.data.imresize import imresize
 from diffir.metrics.color import rgb_to_y
-from diffir.metrics.weights import asset_path
 
 __all__ = ["calculate_niqe", "niqe_features"]
 

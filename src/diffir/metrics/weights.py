@@ -10,12 +10,11 @@ under one of the accepted names below (the torchvision / pytorch-fid release nam
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 from diffir.errors import DiffIRError
 
-__all__ = ["MissingWeightsError", "asset_path", "find_weights", "load_state_dict", "BACKBONE_FILES"]
+__all__ = ["MissingWeightsError", "find_weights", "load_state_dict", "BACKBONE_FILES"]
 
 # backbone -> (file-name patterns searched in the weights folder, where users usually get the file)
 BACKBONE_FILES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -40,11 +39,6 @@ class MissingWeightsError(DiffIRError, FileNotFoundError):
 
 def weights_dir() -> Path:
     return Path(os.environ.get("DIFFIR_METRIC_WEIGHTS", Path.home() / ".cache" / "diffir" / "metrics")).expanduser()
-
-
-def asset_path(name: str) -> Path:
-    """Path of a file shipped in ``diffir/assets``."""
-    return Path(str(resources.files("diffir") / "assets" / name))
 
 
 def find_weights(backbone: str, path: str | os.PathLike | None = None, metric: str = "") -> Path:

@@ -7,7 +7,6 @@ untouched.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ from diffir.errors import CheckpointError
 
 __all__ = [
     "ControlLDM", "SDCheckpointParts", "infer_controlnet_config", "infer_unet_config", "infer_vae_config",
-    "read_state_dict", "split_sd_state_dict",
+    "split_sd_state_dict",
 ]
 
 UNET_PREFIX = "model.diffusion_model."
@@ -63,14 +62,6 @@ def split_sd_state_dict(sd: Mapping[str, torch.Tensor]) -> SDCheckpointParts:
     return parts
 
 
-def read_state_dict(path: str | os.PathLike) -> StateDict:
-    """Tensors of a ``.safetensors``, ``.pth``/``.pt`` or Lightning ``.ckpt`` (its ``state_dict`` entry) file,
-    read without executing pickled code."""
-    from diffir.io.checkpoint import read_checkpoint
-
-    return read_checkpoint(path)[0]
-
-
 class ControlLDM(nn.Module):
     """``unet`` (SD UNet with control injection), ``controlnet`` (IRControlNet), ``vae`` (AutoencoderKL) and
     ``scale_factor``, the latent scale (latents seen by the diffusion are ``scale_factor ×`` the VAE's)."""
@@ -100,16 +91,6 @@ class ControlLDM(nn.Module):
         model.load_sd_parts(parts, sd_source)
         model.load_controlnet_state_dict(controlnet_sd, controlnet_source)
         return model.eval(), parts
-
-    @classmethod
-    def from_files(cls, sd_path: str | os.PathLike, controlnet_path: str | os.PathLike, *,
-                   num_head_channels: int = DEFAULT_NUM_HEAD_CHANNELS,
-                   scale_factor: float = LATENT_SCALE_FACTOR) -> tuple[ControlLDM, SDCheckpointParts]:
-        """From the SD 2.1-base checkpoint (``.ckpt``/``.safetensors``) and a ControlNet file (``v2.pth``,
-        ``DiffBIR_v2.1.pt`` ...)."""
-        return cls.from_state_dicts(read_state_dict(sd_path), read_state_dict(controlnet_path),
-                                    num_head_channels=num_head_channels, scale_factor=scale_factor,
-                                    sd_source=str(sd_path), controlnet_source=str(controlnet_path))
 
     def load_sd_state_dict(self, sd: Mapping[str, torch.Tensor], source: str = "SD checkpoint") -> SDCheckpointParts:
         """Strict-load ``model.diffusion_model.*`` into ``unet`` and ``first_stage_model.*`` into ``vae``."""

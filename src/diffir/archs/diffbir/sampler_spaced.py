@@ -73,8 +73,10 @@ def spaced_schedule(betas: np.ndarray, num_steps: int) -> tuple[np.ndarray, dict
     post_var = b * (1.0 - ac_prev) / (1.0 - ac)
     values.update({
         "posterior_variance": post_var,
-        # Clipped at index 0 by repeating var_1 (the variance there is 0).
-        "posterior_log_variance_clipped": np.log(np.append(post_var[1], post_var[1:])),
+        # Clipped at index 0 by repeating var_1 (the variance there is 0).  A 1-step schedule has no var_1 (the
+        # official code raises IndexError); its only step is index 0, whose noise is masked, so 0 is kept.
+        "posterior_log_variance_clipped": np.log(np.append(post_var[1], post_var[1:])) if len(post_var) > 1
+        else np.log(np.maximum(post_var, np.finfo(np.float64).tiny)),
         "posterior_mean_coef1": b * np.sqrt(ac_prev) / (1.0 - ac),
         "posterior_mean_coef2": (1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac),
         "sqrt_alphas_cumprod": np.sqrt(ac),

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
+from diffir.bundled import asset_path
 from diffir.errors import ConfigError
-from diffir.metrics.weights import asset_path
 
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 _HF_SOT, _HF_EOT = "<|startoftext|>", "<|endoftext|>"
