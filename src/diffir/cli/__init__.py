@@ -16,7 +16,7 @@ from typing import NoReturn
 # name -> (module, one-line help).  Order is the order shown in ``diffir -h``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("diffir.cli.restore", "restore images (SR, real-world SR, deblurring, inpainting)"),
-    "train": ("diffir.cli.train", "train DiffIR (S1 -> S2 -> GAN) from a YAML config"),
+    "train": ("diffir.cli.train", "train DiffIR, HI-Diff (S1 -> S2 -> GAN), DiffBIR (cleaner, ControlNet) from YAML"),
     "eval": ("diffir.cli.evaluate", "evaluate a model on a benchmark folder (PSNR, SSIM, ...)"),
     "convert": ("diffir.cli.convert", "convert a checkpoint (official .pth/.ckpt <-> safetensors)"),
     "info": ("diffir.cli.info", "show the inferred configuration, parameters and MACs of a model"),

@@ -19,9 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="training YAML (see configs/ and docs/training.md)")
     parser.add_argument("--out", help="run folder (default: runs/<config name>)")
     parser.add_argument("--from-s1", metavar="CKPT",
-                        help="stage 2: S1 run dir / checkpoint / model file (DIRformer copied, CPEN_S1 = teacher)")
+                        help="stage 2: S1 run dir / checkpoint / model file (DiffIR, HI-Diff: restoration network "
+                             "copied, the S1 prior encoder is the teacher; DiffBIR: the frozen cleaner, optionally "
+                             "with the SD checkpoint, comma-separated)")
     parser.add_argument("--from-s2", metavar="CKPT",
-                        help="GAN stage: S2 run dir / checkpoint / model file (its S1 teacher is found beside it)")
+                        help="GAN stage: S2 run dir / checkpoint / model file (its S1 teacher is found beside it); "
+                             "DiffBIR stage 2: continue from a run or from official files with a ControlNet")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue from the newest checkpoint in --out (auto) or from PATH")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -64,6 +64,8 @@ class ModelSection(Section):
         default_factory=dict, description="fields of the preset's config (DiffIRConfig, HIDiffConfig), e.g. dim: 8")
     from_s1: str | None = Field(None, description="S1 checkpoint: teacher CPEN_S1 (S2) and DIRformer init")
     from_s2: str | None = Field(None, description="S2 checkpoint to start the GAN stage from")
+    base: str | None = Field(None, description="DiffBIR stage 2: the Stable Diffusion 2.1-base checkpoint (frozen "
+                             "UNet, VAE, text tower); the stage-1 cleaner comes with --from-s1")
 
 
 # -------------------------------------------------------------------------------------------------- data
@@ -73,8 +75,8 @@ class DegradationSection(Section):
 
 
 class DatasetSection(Section):
-    kind: Literal["paired", "folder", "inpaint"] = "paired"
-    gt_dir: str
+    kind: Literal["paired", "folder", "inpaint", "diffbir"] = "paired"
+    gt_dir: str = Field(description="HQ images (folder; kind diffbir: also an official file list, one path a line)")
     lq_dir: str | None = None
     filename_tmpl: str = Field("{}", description="LQ file stem for GT stem s, e.g. '{}x4' (paired)")
     patch_size: int | None = Field(64, gt=0, description="GT patch size; null = whole images (validation)")
@@ -82,6 +84,9 @@ class DatasetSection(Section):
     repeat: Count = 1
     degradation: DegradationSection | None = None
     mask: dict[str, Any] = Field(default_factory=dict, description="LamaMaskGenerator options (inpaint)")
+    crop_type: Literal["center", "random", "none"] = Field(
+        "center", description="kind diffbir: how an HQ image becomes patch_size² (official CodeformerDataset: "
+        "center = box-halve, resize the short side, centre crop; none = images already that size)")
     max_images: Count | None = Field(None, description="use only the first N images (validation)")
     num_workers: int = Field(0, ge=0, le=256, description="data loader worker processes (0: load in the "
                              "training process)")
@@ -101,6 +106,9 @@ class DatasetSection(Section):
     def _check(self) -> DatasetSection:
         if self.kind == "paired" and not self.lq_dir:
             raise ValueError("kind 'paired' needs lq_dir")
+        if self.kind == "diffbir" and self.patch_size is None and self.crop_type != "none":
+            raise ValueError(f"kind 'diffbir' with crop_type {self.crop_type!r} needs a patch_size (the official "
+                             "out_size, e.g. 512); whole images need crop_type none")
         return self
 
     # How to fix each folder field when it is wrong (set by parse_config from the unexpanded YAML text).
@@ -231,6 +239,8 @@ class DiffusionSection(Section):
     enabled: bool = True
     reverse_noise: bool = False
     timesteps: int | None = Field(None, gt=0, le=10_000, description="T; shorthand for model.overrides.timesteps")
+    noise_aug: int = Field(0, ge=0, le=10_000, description="DiffBIR stage 2: noise the condition latent to "
+                           "t ~ U{0..noise_aug-1} before the ControlNet sees it (v2.1: 200; 0 = off)")
 
 
 # -------------------------------------------------------------------------------------------------- loop
@@ -263,6 +273,8 @@ class ValSection(Section):
     crop_border: int = Field(0, ge=0, le=10_000)
     y_channel: bool = False
     metric: Literal["psnr", "ssim"] = "psnr"
+    steps: int = Field(50, gt=0, le=1000, description="generative models (DiffBIR stage 2): spaced-sampler steps "
+                       "of each validation image (the official image logs: 50)")
     seed: Seed = 0
 
 
@@ -331,6 +343,8 @@ class TrainConfig(Section):
             raise ValueError("stage 'gan' needs a discriminator section")
         if self.train.encoder_iters and self.optim.e is None:
             raise ValueError("train.encoder_iters > 0 needs optim.e (the warm-up optimiser)")
+        if self.diffusion.noise_aug and self.stage != "s2":
+            raise ValueError("diffusion.noise_aug is for stage s2 (it noises DiffBIR's condition latent)")
         if self.data.train.pool_size % self.train.batch_size:
             raise ValueError(f"data.train.pool_size {self.data.train.pool_size} must be a multiple of "
                              f"train.batch_size {self.train.batch_size}")

@@ -115,6 +115,8 @@ def _build_dataset(section: DatasetSection, scale: int, task: str, train: bool) 
         if section.degradation is None:
             raise ConfigError("data kind 'folder' needs a degradation (e.g. name: bicubic_x4)")
         ds = D.ImageFolderDataset(section.gt_dir, patch, augment=augment, repeat=section.repeat)
+    elif section.kind == "diffbir":
+        ds = StreamSeededDiffBIR(section.gt_dir, patch, section.crop_type)
     else:
         if task != "inpaint":
             raise ConfigError(f"data kind 'inpaint' needs an inpainting model, got task {task!r}")
@@ -126,6 +128,32 @@ def _build_dataset(section: DatasetSection, scale: int, task: str, train: bool) 
     if len(ds) == 0:  # type: ignore[arg-type]
         raise ConfigError(f"no images found in {section.gt_dir}")
     return ds
+
+
+class StreamSeededDiffBIR(Dataset):
+    """DiffBIR's training pairs (the official ``CodeformerDataset``: crop + exact first-order degradation, per item
+    in NumPy, so it runs in the loader's workers) in the engine's convention: ``gt`` and ``lq`` in [0, 1].
+
+    Every draw of an item comes from the stream seed :class:`SeededItems` set (``torch.initial_seed()``), not from
+    the item index: each epoch gets fresh crops and degradations, and a resumed run the same ones."""
+
+    def __init__(self, source: str, out_size: int | None, crop_type: str) -> None:
+        from diffir.data.diffbir_dataset import DiffBIRDataset
+
+        self.pairs = DiffBIRDataset(source, out_size, crop_type)
+        self.pairs.generator = _stream_generator  # type: ignore[method-assign]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.pairs[index]
+        return {"gt": (item["gt"] + 1) / 2, "lq": item["lq"], "prompt": item["prompt"]}
+
+
+def _stream_generator(index: int) -> np.random.Generator:
+    # a module-level function, so the dataset still pickles for spawned loader workers
+    return np.random.default_rng([torch.initial_seed(), index])
 
 
 def mask_generator(options: dict[str, Any]):

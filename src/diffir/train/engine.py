@@ -47,6 +47,7 @@ from diffir.train.distributed import DistContext
 from diffir.train.ema import ModelEMA
 from diffir.train.losses import KDLoss, VGGPerceptualLoss
 from diffir.train.objectives import Objectives
+from diffir.train.pipeline_start import start_pipeline, trains_itself
 from diffir.train.runlog import append_record, truncate_after, write_text
 from diffir.train.schedules import apply_lr, lr_at
 from diffir.train.stages import initialise_stage, load_teacher
@@ -100,17 +101,27 @@ class Trainer(Objectives):
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank and every restart
         self.student: nn.Module = create_model(cfg.model.preset, **cfg.model_overrides()).to(self.device)
         self.mc = self.student.descriptor  # task, scale ... (the model's internals stay in its architecture)
-        if self.stage != "s1":
+        # A model with its own training_loss (DiffBIR) trains its trainable_parameters() only; no teacher, no ablation.
+        self.own_loss = trains_itself(self.student)
+        if self.stage != "s1" and not self.own_loss:
             self.student.set_ablation(enabled=cfg.diffusion.enabled, reverse_noise=cfg.diffusion.reverse_noise,
                                       optimization=cfg.diffusion.optimization)
         self.teacher: nn.Module | None = None
         resume_dir = ckpt.resolve_resume(self.out, resume)
-        if resume_dir is None:
+        if resume_dir is None and self.own_loss:
+            start_pipeline(self.student, self.stage, cfg.model.base, from_s1 or cfg.model.from_s1,
+                           from_s2 or cfg.model.from_s2)
+        elif resume_dir is None:
             self.teacher = initialise_stage(self.student, self.stage, from_s1 or cfg.model.from_s1,
                                             from_s2 or cfg.model.from_s2, self.device)
         else:
             self._load_teacher_from(resume_dir)
         self.student.train()
+        trained = self.student.trainable_parameters() if self.own_loss else list(self.student.parameters())
+        if self.own_loss:  # frozen parts get no gradients (memory, time) and are shared with the EMA copy
+            self.student.requires_grad_(False)
+            for p in trained:
+                p.requires_grad_(True)
 
         self.disc = build_discriminator(cfg.discriminator).to(self.device) if cfg.adversarial else None
         self.kd = KDLoss(cfg.losses.kd.type, cfg.losses.kd.weight, cfg.losses.kd.temperature)
@@ -131,9 +142,9 @@ class Trainer(Objectives):
         self.ema = ModelEMA(self.student, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
 
         # Optimisers.  S2's optimizer_e covers the prior's networks (DiffIR: CPEN_S2 + denoiser, as upstream).
-        self.opt_g = _make_optimizer(list(self.student.parameters()), cfg.optim.g)
+        self.opt_g = _make_optimizer(trained, cfg.optim.g)
         self.opt_e = None
-        if cfg.optim.e is not None and self.stage != "s1":
+        if cfg.optim.e is not None and self.stage != "s1" and not self.own_loss:
             self.opt_e = _make_optimizer(self.student.prior_parameters(), cfg.optim.e)
         self.opt_d = _make_optimizer(list(self.disc.parameters()), cfg.optim.d) if self.disc is not None else None
         amp = cfg.train.amp if self.device.type == "cuda" else "none"
@@ -194,7 +205,7 @@ class Trainer(Objectives):
         return deg.to(self.device)
 
     def _load_teacher_from(self, ckpt_dir: Path) -> None:
-        if self.stage != "s1":
+        if self.stage != "s1" and not self.own_loss:
             self.teacher = load_teacher(ckpt_dir / "teacher.safetensors", self.student.config, self.device)
 
     def _make_loader(self):
@@ -277,9 +288,9 @@ class Trainer(Objectives):
         self.gen.manual_seed(sample_seed(self.cfg.train.seed + 104729 * self.rollbacks,
                                          it * self.dist.world_size + self.dist.rank))
 
-    def _next_batch(self, it: int) -> dict[str, torch.Tensor]:
+    def _next_batch(self, it: int) -> dict[str, Any]:
         raw = next(self._loader)
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in raw.items() if torch.is_tensor(v)}
+        batch: dict[str, Any] = {k: v.to(self.device, non_blocking=True) for k, v in raw.items() if torch.is_tensor(v)}
         if self.degradation is not None:
             with torch.no_grad():
                 pair = self.degradation(batch["gt"], generator=self.gen)
@@ -292,6 +303,8 @@ class Trainer(Objectives):
             batch = cut_batch(batch, size, patch, self.gen, scales={"lq": self.mc.scale})
         if self.mc.task == "inpaint" and batch["lq"].shape[1] == 3:
             batch["lq"] = torch.cat([batch["gt"] * (1 - batch["mask"]), batch["mask"]], dim=1)
+        if "prompt" in raw and self.pool is None and prog is None:  # text prompts (DiffBIR); a pool or a cut batch
+            batch["prompt"] = list(raw["prompt"])  # reorders the images, so the prompts ("" officially) are dropped
         return batch
 
     def _autocast(self):
@@ -409,7 +422,7 @@ class Trainer(Objectives):
         model = self.ema.module if self.ema is not None else self.student
         v = self.cfg.val
         result, grid = evaluate(model, val_items(self.val_set, v.seed), self.device, self.stage,
-                                self.val_degradation, v.crop_border, v.y_channel, v.seed)
+                                self.val_degradation, v.crop_border, v.y_channel, v.seed, v.steps)
         if self.writer is not None:
             for k, val in result.items():
                 self.writer.add_scalar(f"val/{k}", val, it)

@@ -4,6 +4,8 @@
 * S2 warm-up (``iter <= train.encoder_iters``): only CPEN_S2 + denoiser, KD loss only.
 * S2 / GAN: V3 joint optimisation through all T reverse steps (default), V1 (``diffusion.enabled: false``),
   V2 (``optimization: traditional``), V4 (``reverse_noise``), always with the KD loss on the final IPR.
+* A model with its own ``training_loss`` (DiffBIR: the cleaner's sum-MSE in S1, the ControlNet's diffusion loss
+  in S2): that loss alone.
 * GAN terms: VGG19 perceptual, vanilla GAN (SR) or non-saturating GAN + R1 + feature matching (inpainting).
 """
 
@@ -26,7 +28,7 @@ from diffir.train.losses import (
 
 class Objectives:
     """Forward passes and losses.  Expects the attributes the Trainer sets: ``cfg``, ``stage``, ``mc``,
-    ``student``, ``teacher``, ``disc``, ``kd``, ``perceptual``, ``resnet_pl``, ``gen``, ``device``."""
+    ``student``, ``teacher``, ``disc``, ``kd``, ``perceptual``, ``resnet_pl``, ``gen``, ``device``, ``own_loss``."""
 
     def _teacher_ipr(self, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         assert self.teacher is not None
@@ -65,6 +67,10 @@ class Objectives:
         return {"loss": loss, "logs": logs}
 
     def _g_losses(self, batch: dict[str, torch.Tensor], warmup: bool) -> tuple[torch.Tensor, dict[str, float], Any]:
+        if self.own_loss:  # DiffBIR: the model's own objective (sum-MSE of the cleaner, or the diffusion loss)
+            options = {"noise_aug": self.cfg.diffusion.noise_aug} if self.stage == "s2" else {}
+            loss, logs = self.student.training_loss(batch, self.gen, **options)
+            return loss, logs, None
         cfg = self.cfg.losses
         out, kd = self._generate(batch, warmup)
         logs: dict[str, float] = {}

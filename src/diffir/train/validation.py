@@ -17,7 +17,7 @@ from diffir.train.data import sample_seed
 @torch.no_grad()
 def evaluate(model: nn.Module, items: Iterable[dict[str, torch.Tensor]], device: torch.device, stage: str,
              degradation: nn.Module | None, crop_border: int, y_channel: bool,
-             seed: int) -> tuple[dict[str, float], torch.Tensor | None]:
+             seed: int, steps: int = 50) -> tuple[dict[str, float], torch.Tensor | None]:
     """Mean PSNR/SSIM over ``items`` (batch-1 dicts) and an [LQ | output | GT] grid of the first image.
 
     GT-only items are degraded with ``degradation`` (seeded per image, so every validation sees the same LQ);
@@ -32,7 +32,7 @@ def evaluate(model: nn.Module, items: Iterable[dict[str, torch.Tensor]], device:
             g = torch.Generator().manual_seed(sample_seed(seed, i))
             pair = degradation(batch["gt"], generator=g)
             batch.update(lq=pair["lq"], gt=pair["gt"])
-        out = restore_image(model, batch, stage, seed)
+        out = restore_image(model, batch, stage, seed, steps)
         if model.descriptor.task == "inpaint":
             out = batch["mask"] * out + (1 - batch["mask"]) * batch["gt"]
         p, s = psnr_ssim(out, batch["gt"], crop_border, y_channel)
@@ -44,14 +44,19 @@ def evaluate(model: nn.Module, items: Iterable[dict[str, torch.Tensor]], device:
     return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}, grid
 
 
-def restore_image(model: nn.Module, batch: dict[str, torch.Tensor], stage: str, seed: int) -> torch.Tensor:
+def restore_image(model: nn.Module, batch: dict[str, torch.Tensor], stage: str, seed: int,
+                  steps: int = 50) -> torch.Tensor:
     """Whole-image inference, padded exactly as ``diffir restore`` / ``diffir eval`` pad (so the PSNR logged here
     is the one eval reports): reflect-pad the LQ to the network's size multiple, crop the output.
 
     Stage-1 networks are GT-guided (CPEN_S1 sees the GT, as in the official validation); S2/GAN networks sample
-    their IPR from noise with a fixed seed, as the Restorer does.
+    their IPR from noise with a fixed seed, as the Restorer does.  A model with its own training objective
+    (DiffBIR) gives its ``validation_output``: the cleaner's output (stage 1) or a ``steps``-step sampling (stage 2),
+    at the LQ's size.
     """
     lq, gt = batch["lq"], batch["gt"]
+    if hasattr(model, "validation_output"):
+        return model.validation_output(lq, torch.Generator().manual_seed(seed), steps).clamp(0, 1)
     d = model.descriptor
     scale = d.scale
     h, w = lq.shape[-2:]

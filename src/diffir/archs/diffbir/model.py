@@ -158,6 +158,68 @@ class DiffBIR(nn.Module):
             self.cldm.vae_decode
         return decode(z)[..., :height, :width]
 
+    # ----------------------------------------------------------------------------------------------- training
+    # The interface ``diffir train`` uses (spec §B.8); the engine never looks further inside the pipeline.
+    # Batches hold ``lq`` and ``gt`` in [0, 1] (B, 3, H, W), and optionally ``prompt`` (a list of strings).  A smaller
+    # ``lq`` (Real-ESRGAN ×4 pairs) is resized back to the GT size first, as v2.1's batch transform ends.
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Stage 1: the cleaner.  Stage 2: the IRControlNet only (UNet, VAE, text tower and cleaner stay frozen)."""
+        return list((self.cleaner if self.config.stage == 1 else self.cldm.controlnet).parameters())
+
+    @torch.no_grad()
+    def init_controlnet_from_unet(self) -> None:
+        """Official ``load_controlnet_from_unet``: copy every UNet weight the ControlNet shares; its first conv gets
+        zeros for the hint channels; ``zero_convs`` and ``middle_block_out`` start at zero (official zero_module)."""
+        unet = self.cldm.unet.state_dict()
+        for key, value in self.cldm.controlnet.state_dict().items():
+            if key not in unet:
+                value.zero_()
+            elif value.shape == unet[key].shape:
+                value.copy_(unet[key])
+            else:  # input_blocks.0.0.weight: [x_t channels | hint channels]
+                value.zero_()
+                value[:, : unet[key].shape[1]].copy_(unet[key])
+
+    def training_loss(self, batch: dict[str, Any], generator: torch.Generator,
+                      noise_aug: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+        """Stage 1: sum of squared errors of cleaner(lq) against gt.  Stage 2: the latent diffusion loss (ε or v) of
+        the ControlNet-guided UNet; every draw comes from ``generator`` in the official order (posterior sample,
+        noise augmentation, t, ε)."""
+        lq, gt = batch["lq"], batch["gt"]
+        if lq.shape[-2:] != gt.shape[-2:] and self.cleaner_scale == 1:  # bicubic, clamped, rounded to 8 bits
+            lq = (F.interpolate(lq, size=gt.shape[-2:], mode="bicubic").clamp(0, 1) * 255).round() / 255
+        if self.config.stage == 1:
+            loss = F.mse_loss(self._raw_clean(lq), gt, reduction="sum")
+            return loss, {"loss_mse_sum": loss.item()}
+        n, diffusion = lq.shape[0], self.diffusion
+        with torch.no_grad():
+            z0 = self.cldm.vae_encode(gt * 2 - 1, sample=True, generator=generator)
+            c_img = self.cldm.vae_encode(self._raw_clean(lq) * 2 - 1)
+            c_txt = self.encode_text(list(batch.get("prompt") or [""] * n))
+            if noise_aug > 0:
+                t_aug = torch.randint(0, noise_aug, (n,), generator=generator)
+                c_img = diffusion.q_sample(c_img, t_aug, torch.randn(c_img.shape, generator=generator).to(c_img))
+        t = torch.randint(0, diffusion.num_timesteps, (n,), generator=generator).to(z0.device)
+        loss = diffusion.p_losses(lambda x, ts, c: self.cldm(x, ts, c_txt, c), z0, t, c_img, generator=generator)
+        return loss, {"loss_diffusion": loss.item()}
+
+    @torch.no_grad()
+    def validation_output(self, lq: torch.Tensor, generator: torch.Generator, steps: int) -> torch.Tensor:
+        """What training validation scores, at the training geometry (output size = ``lq`` size): stage 1 the
+        cleaner's output; stage 2 a spaced sampling without CFG or colour fix, as the official image logs."""
+        clean = self._raw_clean(lq).clamp(0, 1)
+        if self.config.stage == 1:
+            return clean
+        c_txt = self.encode_text([""] * lq.shape[0])
+        options = GenerationOptions(steps=steps, sampler="spaced", cfg_scale=1.0, color_fix=False)
+        return ((self.sample(clean, options, generator, contexts=(c_txt, c_txt)) + 1) / 2).clamp(0, 1)
+
+    def _raw_clean(self, lq: torch.Tensor) -> torch.Tensor:
+        """The cleaner as trained officially: no clamp (padded to its window grid only if needed)."""
+        h, w = lq.shape[-2:]
+        out = self.cleaner(pad_to_multiple(lq, cleaner_multiple(self.cleaner)))
+        return out[..., : h * self.cleaner_scale, : w * self.cleaner_scale]
 
 def _denoiser(cldm: ControlLDM, scales: list[float], dtype: torch.dtype) -> Callable:
     """``model(x, t, cond)`` for the samplers; half precision runs under autocast (GroupNorm stays float32)."""
