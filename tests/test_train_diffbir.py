@@ -5,7 +5,6 @@ exporting it in the official layout.  Tiny pipelines (diffbir_tiny_s1/s2) on 64-
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -21,13 +20,7 @@ from diffir.cli import main
 from diffir.errors import ConfigError
 from diffir.train.engine import Trainer
 from diffir.train.loading import parse_config
-
-
-def _merge(base: dict, changes: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in changes.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+from test_train_loop import _merge
 
 
 def diffbir_config(stage: str, **changes):

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "<name>_<suffix>.<ext>, see --suffix/--ext")
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
                    help="stage-2 checkpoint path, a `diffir train` run folder (its model.safetensors), a folder of "
-                        "official per-network files (HI-Diff: net_g.pth, net_le_dm.pth, net_d.pth) or those files "
+                        "official per-network files (HI-Diff: net_g.pth, net_le_dm.pth, net_d.pth; DiffBIR: the SD "
+                        "2.1-base checkpoint or diffusers folder, an IRControlNet, a cleaner) or those files "
                         "separated by commas, or a name: "
                         "NAME.safetensors/.pth in $DIFFIR_MODELS (default ~/.cache/diffir/models) or a bundled "
                         f"model; default: {DEFAULT_MODEL} (bundled)")

@@ -46,6 +46,11 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[St
     """Read a checkpoint file (or run folder) into (canonical-prefix state_dict, metadata).  Containers are
     unwrapped."""
     path = resolve_checkpoint_path(path)
+    if path.is_dir():
+        from diffir.archs.diffbir.diffusers_layout import is_diffusers_folder, read_diffusers_folder
+
+        if is_diffusers_folder(path):  # one SD-layout state_dict (the .ckpt's keys), see diffusers_layout
+            return read_diffusers_folder(path, lambda f: read_checkpoint(f)[0]), {}
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file or folder")
     try:

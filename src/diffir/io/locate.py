@@ -98,7 +98,9 @@ def _locate(spec: str | os.PathLike, allow_preset: bool) -> ModelLocation:
     path = Path(text).expanduser()
     if "," in text and not path.exists():
         files = tuple(Path(part.strip()).expanduser() for part in text.split(",") if part.strip())
-        missing = [str(f) for f in files if not f.is_file()]
+        from diffir.archs.diffbir.diffusers_layout import is_diffusers_folder
+
+        missing = [str(f) for f in files if not (f.is_file() or is_diffusers_folder(f))]
         if missing:
             raise CheckpointError(f"{missing[0]}: no such file (in the comma-separated list {text})")
         return ModelLocation(text, "files", files)

@@ -109,6 +109,10 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():
         return p
+    from diffir.archs.diffbir.diffusers_layout import is_diffusers_folder
+
+    if is_diffusers_folder(p):  # Stable Diffusion saved by diffusers: read_checkpoint converts the folder
+        return p
     if (p / "model.safetensors").is_file():
         return p / "model.safetensors"
     if per_network_files(p) or component_files(p):  # official multi-file releases (HI-Diff, DiffBIR): a group

@@ -94,7 +94,7 @@ class Restorer:
             once on stderr; a failure to compile warns once and runs uncompiled).
         generation: sampling options of a generative model (DiffBIR: steps, sampler, CFG, prompts, restoration
             guidance, its tiles; :class:`~diffir.archs.generation.GenerationOptions`); ``None`` = its defaults.
-            ``tile`` then sets the latent-diffusion tile when ``generation`` does not.
+            A ``tile`` size then sets the latent-diffusion tile unless ``generation`` sets one.
         max_output_pixels: refuse an image whose output (``max(scale, outscale)``² × input pixels) is larger,
             before any work; ``None`` or 0 = no limit.
     """
@@ -157,9 +157,11 @@ class Restorer:
         self._warned_fallback = False
         self.fallbacks = 0  #: images redone in float32 because of NaN/Inf in reduced precision
         if self.descriptor.generative:
+            if compile:
+                raise DiffIRError("--compile is for the prior-based models; a generative model runs uncompiled")
             self.generation = generation or GenerationOptions()
-            if isinstance(tile, int) and tile and generation is None:
-                self.generation = self.generation.replace(latent_tile=tile)
+            if isinstance(tile, int) and tile and not self.generation.latent_tile:
+                self.generation = self.generation.replace(latent_tile=tile)  # checked there (e.g. vs guidance)
             self._network = None
             return
         if generation is not None:

@@ -25,8 +25,8 @@ from diffir.errors import CheckpointError, ConfigError
 
 #: Roles of the official files, and the names diffir writes them under (``save_model(..., official=True)``).
 OFFICIAL_FILES = {"sd": "sd.ckpt", "controlnet": "controlnet.pth"}
-_NEEDED = ("the Stable Diffusion 2.1-base checkpoint (v2-1_512-ema-pruned.ckpt, or sd2.1-base-zsnr-laionaes5.ckpt "
-           "for v2.1)", "the IRControlNet (v2.pth, DiffBIR_v2.1.pt, v1_general.pth ...)",
+_NEEDED = ("the Stable Diffusion 2.1-base checkpoint (v2-1_512-ema-pruned.ckpt or its diffusers folder, or "
+           "sd2.1-base-zsnr-laionaes5.ckpt for v2.1)", "the IRControlNet (v2.pth, DiffBIR_v2.1.pt, v1_general.pth ...)",
            "a stage-1 cleaner (BSRNet.pth, realesrgan_s4_swinir_100k.pth, scunet_color_real_psnr.pth ...)")
 
 

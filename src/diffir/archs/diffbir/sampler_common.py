@@ -139,3 +139,16 @@ def noise_augment(
     noise = draw_noise(c_img.shape, source, like=c_img)
     t = diffusion.timestep_tensor(level, c_img.shape[0], c_img.device)
     return diffusion.q_sample(c_img, t, noise), noise
+
+
+def run_steps(step: Callable[[torch.Tensor, int], Any], x_T: torch.Tensor, count: int,
+              callback: Callable[[Any], None] | None = None) -> torch.Tensor:
+    """The reverse loop of the step-by-step samplers: ``step(x, position)`` returns a record whose ``x_prev`` is
+    the next state; ``callback`` sees every record."""
+    x = x_T
+    for position in range(count):
+        result = step(x, position)
+        x = result.x_prev
+        if callback is not None:
+            callback(result)
+    return x

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffir.archs.diffbir.sampler_common import NoiseSource, SamplerModel, cfg_scale_at, draw_noise, guided_output
+from diffir.archs.diffbir.sampler_common import (
+    NoiseSource,
+    SamplerModel,
+    cfg_scale_at,
+    draw_noise,
+    guided_output,
+    run_steps,
+)
 from diffir.archs.diffbir.schedule import Diffusion
 from diffir.errors import ConfigError
 
@@ -123,10 +130,5 @@ class DDIMSampler:
     def sample(self, model: SamplerModel, x_T: torch.Tensor, steps: int, cond: Any, uncond: Any, cfg_scale: float,
                noise_source: NoiseSource = None, callback: Callable[[DDIMStep], None] | None = None) -> torch.Tensor:
         self.make_schedule(steps)
-        x = x_T
-        for position in range(len(self.schedule_timesteps)):
-            result = self.step(model, x, position, cond, uncond, cfg_scale, noise_source)
-            x = result.x_prev
-            if callback is not None:
-                callback(result)
-        return x
+        return run_steps(lambda x, i: self.step(model, x, i, cond, uncond, cfg_scale, noise_source), x_T,
+                         len(self.schedule_timesteps), callback)

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from diffir.archs.diffbir.guidance import Decode, Encode, Guidance, GuidedX0, guide_x0
-from diffir.archs.diffbir.sampler_common import NoiseSource, SamplerModel, cfg_scale_at, draw_noise, guided_output
+from diffir.archs.diffbir.sampler_common import (
+    NoiseSource,
+    SamplerModel,
+    cfg_scale_at,
+    draw_noise,
+    guided_output,
+    run_steps,
+)
 from diffir.archs.diffbir.schedule import Diffusion
 from diffir.errors import ConfigError
 
@@ -174,10 +181,5 @@ class SpacedSampler:
         self.make_schedule(steps)
         if self.guidance is not None and self.guidance.target is not None:
             self.guidance.target = self.guidance.target.to(x_T.device)
-        x = x_T
-        for position in range(len(self.schedule_timesteps)):
-            result = self.step(model, x, position, cond, uncond, cfg_scale, noise_source)
-            x = result.x_prev
-            if callback is not None:
-                callback(result)
-        return x
+        return run_steps(lambda x, i: self.step(model, x, i, cond, uncond, cfg_scale, noise_source), x_T,
+                         len(self.schedule_timesteps), callback)
