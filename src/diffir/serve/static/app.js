@@ -270,18 +270,31 @@ function finish() {
 async function showResult(result) {
   state.result = result;
   const img = $("result-img");
-  $("download").hidden = !result;
-  $("divider").hidden = !result;
-  img.hidden = !result;
   if (result) {
     img.src = result.preview;
-    await img.decode().catch(() => {});
+    await loaded(img);
     $("download").href = result.download;
     $("download").setAttribute("download", result.name);
     $("download").textContent = `Download ${result.name}`;
   }
+  // Shown only once the result has loaded: the slider never compares against an empty image, and a slow machine
+  // cannot offer the download before the page can show what it is.
+  $("download").hidden = !result;
+  $("divider").hidden = !result;
+  img.hidden = !result;
   layout();
   updateButtons();
+}
+
+function loaded(img) {
+  // decode() where it works; else (or when it rejects, e.g. for an image not yet laid out) the load event.
+  return img.decode().catch(() => new Promise((resolve) => {
+    if (img.complete && img.naturalWidth) resolve();
+    else {
+      img.addEventListener("load", resolve, { once: true });
+      img.addEventListener("error", resolve, { once: true });
+    }
+  }));
 }
 
 function displaySize() {
