@@ -20,7 +20,7 @@ from diffir.cli import main
 from diffir.errors import ConfigError
 from diffir.train.engine import Trainer
 from diffir.train.loading import parse_config
-from test_train_loop import _merge
+from test_train_loop import _crash_at, _merge
 
 
 def diffbir_config(stage: str, **changes):
@@ -114,17 +114,6 @@ def test_stage2_trains_only_the_controlnet_and_its_loss_goes_down(tmp_path, clea
     assert sum(not torch.equal(v, control_after[k]) for k, v in control_before.items()) > len(control_before) // 2
     final = load_file(str(tmp_path / "s2" / "model.safetensors"))  # the EMA pipeline: frozen parts shared, intact
     assert all(torch.equal(v, final[k]) for k, v in frozen_before.items())
-
-
-def _crash_at(trainer: Trainer, at: int) -> None:
-    real = trainer.train_iteration
-
-    def crashing(it: int):
-        if it == at:
-            raise RuntimeError("simulated crash")
-        return real(it)
-
-    trainer.train_iteration = crashing  # type: ignore[method-assign]
 
 
 def test_stage2_v_noise_aug_resume_is_bit_identical(tmp_path, cleaner):
