@@ -31,3 +31,44 @@ def test_bundled_sr_beats_bicubic_on_set5(name: str) -> None:
     psnr_sr = calculate_psnr(sr, hr, crop_border=4, test_y_channel=True)
     psnr_bic = calculate_psnr(bicubic, hr, crop_border=4, test_y_channel=True)
     assert psnr_sr > psnr_bic + 1.0, (psnr_sr, psnr_bic)
+
+
+# ------------------------------------------------------------------------------ diffir restore --task
+def _png(path, size=(24, 16)) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+def test_task_picks_that_tasks_bundled_model(tmp_path, capsys) -> None:
+    from diffir.bundled import BUNDLED, model_for_task
+    from diffir.cli import main
+
+    name = model_for_task("sr_x4")
+    assert BUNDLED[name].task == "sr_x4" and name in list_bundled()
+    _png(tmp_path / "a.png")
+    assert main(["restore", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--task", "sr_x4",
+                 "--threads", "1", "-q"]) == 0
+    assert "sr x4" in capsys.readouterr().err
+    assert Image.open(tmp_path / "out" / "a_out.png").size == (96, 64)
+
+
+def test_task_without_a_bundled_model_says_how_to_get_one(tmp_path, capsys, monkeypatch) -> None:
+    from diffir import bundled
+    from diffir.cli import main
+
+    # a release without a deblurring model (as before one was trained): the task names the way out
+    monkeypatch.setattr(bundled, "BUNDLED", {k: m for k, m in bundled.BUNDLED.items() if m.task != "deblur"})
+    _png(tmp_path / "a.png")
+    assert main(["restore", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--task", "deblur"]) == 2
+    err = capsys.readouterr().err
+    assert "no bundled model for --task deblur" in err and "-m" in err and "Traceback" not in err
+
+
+def test_task_refuses_a_model_that_does_something_else(tmp_path, capsys) -> None:
+    from diffir.cli import main
+
+    _png(tmp_path / "a.png")
+    assert main(["restore", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "-m", DEFAULT_MODEL,
+                 "--task", "deblur"]) == 2
+    assert f"-m {DEFAULT_MODEL} does sr x4, not deblur" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "a_out.png").exists()

@@ -118,6 +118,14 @@ def test_realesrgan_options_override_every_stage(patches):
     assert torch.mean((dirty - ref) ** 2).item() > mse
 
 
+def test_realesrgan_whole_image_not_a_multiple_of_the_scale_lines_up(patches):
+    """Validation on whole images (e.g. Set14's 250x361 ones): GT is cut to 4x the LQ size, top-left."""
+    img = patches[:1, :, :63, :61]
+    out = build_degradation("realesrgan_x4")(img, torch.Generator().manual_seed(0))
+    assert out["lq"].shape[-2:] == (15, 15) and out["gt"].shape[-2:] == (60, 60)
+    assert torch.equal(out["gt"], img[..., :60, :60])
+
+
 def test_realesrgan_crop_usm_and_pool(patches):
     deg = build_degradation("realesrgan_x4", gt_size=64, gt_usm=True)
     out = deg(patches, torch.Generator().manual_seed(1))

@@ -293,3 +293,37 @@ def test_cli_mask_alias_device_default_and_run_folder_label(tmp_path, sr_model_f
     opts = EvalOptions(degrade="bicubic_x4", metrics=["psnr"], grids=False, baselines=False)
     res = evaluate(tmp_path / "fx" / "images", tmp_path / "o2", model=model, log=lambda m: None, options=opts)
     assert res.methods == ["sr_run"]
+
+
+def test_several_models_and_outputs_made_elsewhere_in_one_table(tmp_path, sr_model_file, capsys):
+    data = tmp_path / "pairs"
+    gts = {"a": _pattern(32, 40), "b": _pattern(40, 32, 1.0)}
+    for name, gt in gts.items():
+        _write(data / "HR", f"{name}.png", gt)
+        _write(data / "LR", f"{name}.png", gt[::4, ::4])
+    other = diffir.save_model(tiny_model("diffir_sr_x4_s2"), tmp_path / "other_x4.safetensors")
+    peer = tmp_path / "peer"  # a peer tool's outputs: the GT itself for a, GT shifted by 1 px for b
+    _write(peer, "a_out.png", gts["a"])
+    _write(peer, "b.png", np.roll(gts["b"], 1, axis=1))
+    out = tmp_path / "out"
+    assert main(["eval", "-d", str(data), "-m", str(sr_model_file), "-m", str(other), "--outputs",
+                 f"peer={peer}", "--metrics", "psnr", "-o", str(out), "--no-grids"]) == 0
+    summary = {r["method"]: r for r in _read_rows(out / "summary.csv")}
+    assert list(summary) == ["bicubic", "lanczos", "tiny_sr_x4", "other_x4", "peer"]
+    rows = {(r["image"], r["method"]): r for r in _read_rows(out / "per_image.csv")}
+    assert rows[("a", "peer")]["psnr"] == "inf"  # found under diffir restore's name, a_out.png
+    shifted = calculate_psnr(np.roll(gts["b"], 1, axis=1), gts["b"], crop_border=4, test_y_channel=True)
+    assert float(rows[("b", "peer")]["psnr"]) == pytest.approx(shifted, abs=1e-4)
+    # a folder of wrong-size outputs is refused, not cropped into a better score
+    _write(peer, "a_out.png", gts["a"][:16, :20])
+    assert main(["eval", "-d", str(data), "--task", "sr", "--scale", "4", "--outputs", f"peer={peer}",
+                 "--metrics", "psnr", "-o", str(tmp_path / "out2"), "--no-grids"]) == 2
+    assert "a_out.png: 20x16, but the sr x4 output of its 10x8 input is 40x32" in capsys.readouterr().err
+    (peer / "b.png").unlink()
+    _write(peer, "a_out.png", gts["a"])
+    assert main(["eval", "-d", str(data), "--task", "sr", "--outputs", f"peer={peer}", "--metrics", "psnr",
+                 "-o", str(tmp_path / "out3"), "--no-grids"]) == 2
+    assert f"--outputs peer={peer}: no output for b" in capsys.readouterr().err
+    assert main(["eval", "-d", str(data), "-m", str(sr_model_file), "-m", str(sr_model_file), "-o",
+                 str(tmp_path / "out4")]) == 2
+    assert "two models would share the row name 'tiny_sr_x4'" in capsys.readouterr().err

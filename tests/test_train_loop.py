@@ -133,6 +133,20 @@ def test_from_s1_copies_dirformer_and_checks_shapes(tmp_path):
         Trainer(sr_config("s2"), tmp_path / "none")
 
 
+def test_init_fine_tunes_from_weights_of_the_same_stage(tmp_path):
+    s1_path = random_s1(tmp_path)
+    t = Trainer(sr_config("s1", model={"init": str(s1_path)}), tmp_path / "run")
+    source = diffir.load_model(s1_path).state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in t.student.state_dict().items())
+    assert any(not torch.equal(v, source[k]) for k, v in Trainer(sr_config("s1"), tmp_path / "fresh")
+               .student.state_dict().items())  # without init: the seeded fresh weights
+    with pytest.raises(ConfigError, match="dim=8 but the configured model has dim=16"):
+        Trainer(sr_config("s1", model={"init": str(s1_path), "overrides": {**TINY_NET, "dim": 16}}),
+                tmp_path / "bad")
+    with pytest.raises(ConfigError, match="a stage-1 model cannot start stage 2"):
+        Trainer(sr_config("s2", model={"init": str(s1_path)}), tmp_path / "s2", from_s1=str(s1_path))
+
+
 def _crash_at(trainer: Trainer, at: int) -> None:
     real = trainer.train_iteration
 

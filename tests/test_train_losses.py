@@ -132,3 +132,21 @@ def test_resnet_pl_optional_user_weights(tmp_path):
     loss = ResNetPLLoss(tmp_path / "enc.pth")
     x = torch.rand(1, 3, 32, 32)
     assert loss(x, x).item() == 0.0 and loss(x, torch.rand(1, 3, 32, 32)).item() > 0
+
+
+def test_random_vgg_is_seeded_and_keeps_every_layers_scale():
+    layers = {"conv1_2": 0.1, "conv3_4": 1.0, "conv5_4": 1.0}
+    torch.manual_seed(1)
+    a = VGGPerceptualLoss(layers, "random")
+    torch.manual_seed(2)  # the global seed does not matter: the same loss on every machine and restart
+    b = VGGPerceptualLoss(layers, "random")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    x = torch.rand(1, 3, 64, 64)
+    feats = a.vgg(a._norm(x))
+    scales = [feats[k].std().item() for k in layers]
+    assert max(scales) < 10 * min(scales), scales  # no layer vanishes or explodes, so each weight means what it says
+    pred = x.clone().requires_grad_(True)
+    assert a(pred, x).item() == 0.0
+    value = a(pred, torch.rand(1, 3, 64, 64))
+    value.backward()
+    assert value.item() > 0 and pred.grad.abs().sum() > 0

@@ -39,8 +39,16 @@ BUNDLED: dict[str, BundledModel] = {
     ]
 }
 
-#: What ``diffir restore`` uses when no ``--model`` is given.
+#: What ``diffir restore`` uses when neither ``--model`` nor ``--task`` is given.
 DEFAULT_MODEL = "diffir_sr_x4_small"
+
+#: ``diffir restore --task`` words -> (model task, scale) a model doing that task has.
+TASKS: dict[str, tuple[str, int]] = {
+    "realsr_x4": ("sr", 4),
+    "sr_x4": ("sr", 4),
+    "deblur": ("deblur", 1),
+    "inpaint": ("inpaint", 1),
+}
 
 
 def bundled_path(name: str) -> Path | None:
@@ -53,3 +61,16 @@ def bundled_path(name: str) -> Path | None:
 
 def list_bundled() -> list[str]:
     return [name for name in BUNDLED if bundled_path(name) is not None]
+
+
+def model_for_task(task: str) -> str:
+    """The bundled model ``diffir restore --task TASK`` uses; a one-line error when the package ships none yet."""
+    from diffir.errors import ConfigError
+
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    for name in list_bundled():
+        if BUNDLED[name].task == task:
+            return name
+    raise ConfigError(f"this version ships no bundled model for --task {task}; train one (docs/training.md) or "
+                      "use official weights (`diffir list --official`), then pass it with -m")

@@ -21,9 +21,12 @@ from diffir.pipelines.limits import MAX_SEED
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("what to evaluate")
-    src.add_argument("--model", "-m", help="stage-2 checkpoint (.safetensors/.pth, a run folder, a folder of official "
-                     "per-network files or those files separated by commas) or model name; "
-                     "omit to evaluate the baselines only")  # fmt: skip
+    src.add_argument("--model", "-m", action="append", help="stage-2 checkpoint (.safetensors/.pth, a run folder, a "
+                     "folder of official per-network files or those files separated by commas) or model name; "
+                     "repeat for several models in one table; omit to evaluate the baselines only")  # fmt: skip
+    src.add_argument("--outputs", action="append", type=_labelled_folder, default=[], metavar="LABEL=DIR",
+                     help="a row for a method run elsewhere (a peer tool, another diffir restore): DIR holds its "
+                          "output per input, named like the input (or <name>_out.*); repeatable")
     src.add_argument("--data", "-d", type=Path, help="benchmark folder (HR/+LR_bicubic/, HR/+LR/, sharp/+blur/, "
                      "images/+masks/, or a GT-only folder with --degrade)")  # fmt: skip
     src.add_argument("--gt", type=Path, help="explicit GT folder (instead of --data)")
@@ -61,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--grid-crop", type=whole_number(1, what="a crop side in pixels"), default=128,
                      help="crop side of the comparison grids [128]")
     out.add_argument("--no-baselines", action="store_true", help="only the model row")
-    out.add_argument("--label", help="name of the model row [checkpoint file name; the run folder for "
-                     "model/params/params_ema.safetensors]")  # fmt: skip
+    out.add_argument("--label", help="name of the model row, one model only [checkpoint file name; the run folder "
+                     "for model/params/params_ema.safetensors]")  # fmt: skip
     out.add_argument("--curves", nargs="+", type=Path, metavar="RUN_DIR",
                      help="plot training curves of these runs (log.jsonl/val.jsonl/TensorBoard) and exit")  # fmt: skip
     out.add_argument("--macs-plot", action="store_true",
@@ -78,6 +81,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seed of the IPR noise and synthetic degradations, 0 .. 2**64-1 [0]")
 
 
+def _labelled_folder(text: str) -> tuple[str, Path]:
+    label, sep, folder = text.partition("=")
+    if not sep or not label.strip() or not folder.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: give LABEL=DIR, e.g. realesrgan=results/realesrgan")
+    return label.strip(), Path(folder.strip()).expanduser()
+
+
+def _outputs(pairs: list[tuple[str, Path]]) -> dict[str, Path]:
+    from diffir.errors import ConfigError
+
+    labels = [label for label, _ in pairs]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--outputs: the row name {next(x for x in labels if labels.count(x) > 1)!r} is given twice")
+    return dict(pairs)
+
+
 def run(args: argparse.Namespace) -> int:
     from diffir.errors import ConfigError
 
@@ -90,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.data is None and args.gt is None:
         raise ConfigError("give --data DIR (or --gt DIR), or --curves RUN_DIR")
+    if args.macs_plot and args.model and len(args.model) > 1:
+        raise ConfigError("--macs-plot places one model among the paper's points: give one -m")
 
     from diffir.evaluation import EvalOptions, evaluate
 
@@ -103,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         grids=not args.no_grids, grid_crop=args.grid_crop, baselines=not args.no_baselines,
         mask_hole=args.mask_hole, lq_dir=args.lq, gt_dir=args.gt, mask_dir=args.masks, weights=weights,
         device=args.device, tile=tile, precision=args.precision, model_label=args.label, overwrite=args.overwrite,
+        outputs=_outputs(args.outputs),
     )  # fmt: skip
     from diffir.runtime.threads import configure_threads
 
@@ -116,5 +138,5 @@ def run(args: argparse.Namespace) -> int:
     if args.macs_plot and args.model:
         from diffir.evaluation.plots import plot_psnr_vs_macs
 
-        print(f"wrote {plot_psnr_vs_macs(result, args.model, out)}")
+        print(f"wrote {plot_psnr_vs_macs(result, args.model[0], out)}")
     return 0

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffir.bundled import DEFAULT_MODEL
+from diffir.bundled import DEFAULT_MODEL, TASKS
 from diffir.cli.arguments import add_threads
 from diffir.cli.generation_args import add_generation_arguments, generation_options
 from diffir.option_values import pixel_limit, scale_factor, seed, threshold, tile_size, whole_number
@@ -36,13 +36,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="results", metavar="DIR",
                    help="output folder, created if needed (default: results); files are named "
                         "<name>_<suffix>.<ext>, see --suffix/--ext")
-    p.add_argument("-m", "--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
+    p.add_argument("-m", "--model", default=None, metavar="NAME|PATH",
                    help="stage-2 checkpoint path, a `diffir train` run folder (its model.safetensors), a folder of "
                         "official per-network files (HI-Diff: net_g.pth, net_le_dm.pth, net_d.pth; DiffBIR: the SD "
                         "2.1-base checkpoint or diffusers folder, an IRControlNet, a cleaner) or those files "
                         "separated by commas, or a name: "
                         "NAME.safetensors/.pth in $DIFFIR_MODELS (default ~/.cache/diffir/models) or a bundled "
-                        f"model; default: {DEFAULT_MODEL} (bundled)")
+                        f"model; default: the bundled model of --task, else {DEFAULT_MODEL} (bundled)")
+    p.add_argument("--task", choices=tuple(TASKS), default=None,
+                   help="what to do: realsr_x4 (real photos: noise, JPEG, blur), sr_x4 (clean bicubic-like "
+                        "downscales), deblur (motion blur), inpaint (fill --mask holes); without -m, picks that "
+                        "task's bundled model (`diffir list`); with -m, checks the model does it")
     p.add_argument("--mask", metavar="FILE|DIR",
                    help="inpainting masks (white = hole, see --mask-hole): one file for all images, or a folder "
                         "holding <name>.*, <name>_mask.* or <name>_mask*.* per image")
@@ -148,6 +152,27 @@ def run(args: argparse.Namespace) -> int:
     return 2 if counts["stopped"] else code
 
 
+def _model_spec(args: argparse.Namespace) -> str:
+    """-m as given; else the bundled model of --task; else the default bundled model."""
+    from diffir.bundled import model_for_task
+
+    if args.model is not None:
+        return args.model
+    return model_for_task(args.task) if args.task else DEFAULT_MODEL
+
+
+def _check_task(args: argparse.Namespace, restorer: Restorer) -> None:
+    """-m with --task: refuse a model that does another task (a deblurring model asked for x4 SR, ...)."""
+    from diffir.errors import DiffIRError
+
+    if args.task is None or args.model is None:
+        return
+    task, scale = TASKS[args.task]
+    if restorer.task != task or (task == "sr" and restorer.scale != scale):
+        does = f"{restorer.task}{f' x{restorer.scale}' if restorer.task == 'sr' else ''}"
+        raise DiffIRError(f"-m {args.model} does {does}, not {args.task}; drop --task, or give a model for it")
+
+
 def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], out_dir: Path,
                    share: Callable[[list[Path]], list[Path]] | None = None) -> dict[str, Any]:
     """Load the model and restore ``inputs`` (only ``share(inputs)`` in a job of several processes); counts."""
@@ -159,12 +184,13 @@ def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], ou
     from diffir.pipelines.sharding import fair_threads, rank_device
 
     restorer = Restorer(
-        args.model, tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats,
+        _model_spec(args), tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats,
         precision=args.precision, compile=args.compile, device=rank_device(args.device, part),
         seed=args.seed, batch_size=args.batch_size, outscale=args.outscale,
         mask_threshold=args.mask_threshold, mask_hole=args.mask_hole, progress=not args.quiet and part.is_main,
         max_output_pixels=args.max_output_pixels, generation=generation_options(args),
     )
+    _check_task(args, restorer)
     inpaint = restorer.task == "inpaint"
     if inpaint and not args.mask:
         raise DiffIRError("this is an inpainting model: give the masks with --mask FILE|DIR "

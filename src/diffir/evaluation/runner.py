@@ -95,7 +95,10 @@ class EvalOptions:
     device: str = "auto"
     tile: int | str = "auto"
     precision: str = "fp32"
-    model_label: str | None = None
+    model_label: str | None = None  # row name of the model (one model only)
+    # methods run elsewhere (a peer tool, `diffir restore` with other settings): row name -> folder of its outputs,
+    # named by the input's stem (optionally with diffir restore's _out suffix)
+    outputs: dict[str, Path] = field(default_factory=dict)
     overwrite: bool = False  # replace the tables of an earlier evaluation in the same output folder
 
 
@@ -218,11 +221,24 @@ def evaluate(
     opts = options or EvalOptions()
     data_path = Path(data) if data is not None else None
     out = Path(out_dir)
-    restorer = None
-    if model is not None:  # first: a model that cannot be loaded is the more useful error
+    specs = list(model) if isinstance(model, (list, tuple)) else ([] if model is None else [model])
+    restorers: dict[str, Any] = {}
+    if specs:  # first: a model that cannot be loaded is the more useful error
         from diffir.pipelines.restorer import Restorer
 
-        restorer = Restorer(model, tile=opts.tile, device=opts.device, precision=opts.precision, seed=opts.seed)
+        if opts.model_label and len(specs) > 1:
+            raise ConfigError("--label names one model's row; with several models each row is its file's name")
+        for spec in specs:
+            label = opts.model_label or model_label(spec)
+            if label in restorers:
+                raise ConfigError(f"two models would share the row name {label!r}; evaluate them separately "
+                                  "(--label) or give distinctly named files")
+            restorers[label] = Restorer(spec, tile=opts.tile, device=opts.device, precision=opts.precision,
+                                        seed=opts.seed)
+    for label, folder in opts.outputs.items():
+        require_dir(Path(folder), f"--outputs {label}=")
+    restorer = next(iter(restorers.values()), None)
+    _check_same_task(restorers)
     if not opts.overwrite and (earlier := _earlier_results(out)) is not None:
         raise ConfigError(f"{out}: this folder already holds an evaluation ({earlier.name}); pass --overwrite to "
                           "replace it, or choose another output folder (-o)")
@@ -237,9 +253,10 @@ def evaluate(
     metrics, skipped = _build_metrics(names, crop, y, opts, device, warn)
 
     methods = list(baselines_for(task, scale)) if opts.baselines else []
-    label = opts.model_label or model_label(model)
-    if restorer is not None:
-        methods.append(label)
+    clash = [m for m in opts.outputs if m in methods or m in restorers]
+    if clash:
+        raise ConfigError(f"--outputs {clash[0]}=...: that row name is taken; choose another label")
+    methods += [*restorers, *opts.outputs]
     if not methods:
         raise ConfigError("nothing to evaluate: no model and baselines disabled")
     dataset = (data_path or layout.gt_dir).name
@@ -279,8 +296,10 @@ def evaluate(
                 hole_fractions.append(float(hole.mean()))
                 pair.notes.append(f"hole {100 * hole_fractions[-1]:.1f}%")
             outputs = {name: fn(lq, hole) for name, fn in baselines.items()}
-            if restorer is not None:
-                outputs[label] = restorer.restore(lq, mask=None if hole is None else hole * 255)
+            for label, each in restorers.items():
+                outputs[label] = each.restore(lq, mask=None if hole is None else hole * 255)
+            for label, folder in opts.outputs.items():
+                outputs[label] = _read_output(output_of(pair, Path(folder), label), lq, scale, task)
             outputs, gt_c = _common_crop(outputs, gt)
             captions = {}
             for i, (method, img) in enumerate(outputs.items()):
@@ -308,6 +327,39 @@ def evaluate(
     paths = write_reports(result, out)
     log(f"wrote {paths['markdown']} ({done} images; methods: {', '.join(methods)})")
     return result
+
+
+def _check_same_task(restorers: dict[str, Any]) -> None:
+    kinds = {(r.task, r.scale) for r in restorers.values()}
+    if len(kinds) > 1:
+        found = ", ".join(f"{label}: {r.task} x{r.scale}" for label, r in restorers.items())
+        raise ConfigError(f"the models do different tasks ({found}); evaluate models of one task and scale together")
+
+
+def _read_output(path: Path, lq: np.ndarray, scale: int, task: str) -> np.ndarray:
+    """A method's output read from a file; refused (not silently cropped) when it is not the output size."""
+    img = read_rgb(path)
+    want = (lq.shape[0] * (scale if task == "sr" else 1), lq.shape[1] * (scale if task == "sr" else 1))
+    if img.shape[:2] != want:
+        raise ConfigError(f"{path}: {img.shape[1]}x{img.shape[0]}, but the {task} x{scale} output of its "
+                          f"{lq.shape[1]}x{lq.shape[0]} input is {want[1]}x{want[0]}; is it the right folder/scale?")
+    return img
+
+
+def output_of(pair: EvalPair, folder: Path, label: str) -> Path:
+    """The file in ``folder`` holding a method's output for ``pair``: named by the LQ's (or GT's) stem, with or
+    without ``diffir restore``'s ``_out`` suffix, in any image format."""
+    from diffir.io.images import IMAGE_EXTENSIONS
+
+    stems = [p.stem for p in (pair.lq, pair.gt) if p is not None] + [pair.name]
+    for stem in dict.fromkeys(stems):
+        for name in (stem, f"{stem}_out"):
+            for ext in IMAGE_EXTENSIONS:
+                for candidate in (folder / f"{name}{ext}", folder / f"{name}{ext.upper()}"):
+                    if candidate.is_file():
+                        return candidate
+    raise ConfigError(f"--outputs {label}={folder}: no output for {pair.name} (looked for {stems[0]}.png, "
+                      f"{stems[0]}_out.png and other image formats); restore every input into that folder first")
 
 
 def _earlier_results(out: Path) -> Path | None:

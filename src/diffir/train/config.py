@@ -64,6 +64,8 @@ class ModelSection(Section):
         default_factory=dict, description="fields of the preset's config (DiffIRConfig, HIDiffConfig), e.g. dim: 8")
     from_s1: str | None = Field(None, description="S1 checkpoint: teacher CPEN_S1 (S2) and DIRformer init")
     from_s2: str | None = Field(None, description="S2 checkpoint to start the GAN stage from")
+    init: str | None = Field(None, description="start from these weights (fine-tuning): a run folder, model file "
+                             "or bundled name of the same stage and config; loaded after --from-s1/--from-s2")
     base: str | None = Field(None, description="DiffBIR stage 2: the Stable Diffusion 2.1-base checkpoint (frozen "
                              "UNet, VAE, text tower); the stage-1 cleaner comes with --from-s1")
 
@@ -189,7 +191,8 @@ class KDSection(Section):
 
 class PerceptualSection(Section):
     weight: Weight = 0.0
-    vgg_weights: str | None = Field(None, description="VGG19 weights file (torchvision layout, .pth/.safetensors)")
+    vgg_weights: str | None = Field(None, description="VGG19 weights file (torchvision layout, .pth/.safetensors), "
+                                    "or 'random': a seeded random-weight VGG19 (no file needed)")
     layer_weights: dict[str, Weight] = Field(
         default_factory=lambda: {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
     )

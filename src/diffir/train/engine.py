@@ -50,7 +50,7 @@ from diffir.train.objectives import Objectives
 from diffir.train.pipeline_start import start_pipeline, trains_itself
 from diffir.train.runlog import append_record, truncate_after, write_text
 from diffir.train.schedules import apply_lr, lr_at
-from diffir.train.stages import initialise_stage, load_teacher
+from diffir.train.stages import initialise_stage, load_init, load_teacher
 from diffir.train.validation import evaluate
 
 
@@ -108,12 +108,17 @@ class Trainer(Objectives):
                                       optimization=cfg.diffusion.optimization)
         self.teacher: nn.Module | None = None
         resume_dir = ckpt.resolve_resume(self.out, resume)
+        if self.own_loss and cfg.model.init:
+            raise ConfigError("model.init fine-tunes DiffIR/HI-Diff models; a DiffBIR stage starts from "
+                              "--from-s1/--from-s2 (and model.base)")
         if resume_dir is None and self.own_loss:
             start_pipeline(self.student, self.stage, cfg.model.base, from_s1 or cfg.model.from_s1,
                            from_s2 or cfg.model.from_s2)
         elif resume_dir is None:
             self.teacher = initialise_stage(self.student, self.stage, from_s1 or cfg.model.from_s1,
                                             from_s2 or cfg.model.from_s2, self.device)
+            if cfg.model.init:
+                load_init(self.student, cfg.model.init)
         else:
             self._load_teacher_from(resume_dir)
         self.student.train()

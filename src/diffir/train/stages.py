@@ -71,3 +71,17 @@ def initialise_stage(student: nn.Module, stage: str, from_s1: str | None, from_s
     else:
         student.init_from_stage1(teacher)
     return teacher
+
+
+def load_init(student: nn.Module, spec: str) -> None:
+    """``model.init``: start from the weights of a model of the same stage and configuration (fine-tuning, e.g. a
+    bundled model on your own photos, or a bicubic-SR run on real-world degradations)."""
+    from diffir import load_model
+
+    source = load_model(ckpt.resolve_weights(spec) if Path(spec).expanduser().exists() else spec)
+    stage = student.descriptor.stage
+    if source.descriptor.stage != stage:
+        raise ConfigError(f"model.init {spec}: a stage-{source.descriptor.stage} model cannot start stage {stage}; "
+                          "give a model of the stage you train (stage 2 from stage 1 is --from-s1)")
+    check_same(student.config, source.config, f"model.init {spec}")
+    student.load_state_dict(source.state_dict())

@@ -158,6 +158,9 @@ class RealESRGANDegradation(Degradation):
         dev_gen = rng.device_generator(gen, gt.device)
         b, _, h, w = gt.shape
         out_h, out_w = h // self.scale, w // self.scale
+        if (h, w) != (out_h * self.scale, out_w * self.scale):  # whole images (validation): GT cut to a multiple
+            gt = gt[..., : out_h * self.scale, : out_w * self.scale]  # of the scale, so GT and output line up
+            h, w = gt.shape[-2:]
         result: dict[str, torch.Tensor] = {"gt": gt}
         src = gt
         if self.usm is not None:

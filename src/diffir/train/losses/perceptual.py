@@ -2,7 +2,10 @@
 
 The layer indices of ``features`` follow torchvision's ``vgg19().features`` so an ImageNet VGG19 state_dict
 (``features.N.weight``; from torchvision or converted to safetensors) loads as is.  Weights are never
-downloaded: the user points ``losses.perceptual.vgg_weights`` at a file.
+downloaded: the user points ``losses.perceptual.vgg_weights`` at a file, or asks for ``random``: a seeded,
+randomly-weighted VGG19.  Liu et al. (CVPR 2021, "Generic Perceptual Loss for Modeling Structured Output
+Dependencies") found such a loss on par with the ImageNet one for super-resolution: the multi-layer structure, not
+the trained weights, carries the multi-scale statistics.  That is what a machine without the ImageNet file can use.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from diffir.train.losses.weights_file import read_state_dict
 
 # (name, out channels) per conv; "M" = 2×2 max-pool.  Blocks of 2, 2, 4, 4, 4 convs.
 _VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+RANDOM = "random"  # losses.perceptual.vgg_weights: a seeded random-weight VGG19 instead of a file
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -65,6 +69,17 @@ class VGG19Features(nn.Module):
                 out[name] = x
         return out
 
+    def randomise(self, seed: int = 0) -> None:
+        """Seeded He-normal weights and zero biases: each ReLU layer keeps its input's scale, so deep and shallow
+        layers contribute comparably (the 'robust initialisation' the random-weight loss needs)."""
+        gen = torch.Generator().manual_seed(seed)
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                with torch.no_grad():
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+                    m.bias.zero_()
+
     def load_weights(self, path: str | Path) -> None:
         p = Path(path)
         if not p.is_file():
@@ -97,10 +112,13 @@ class VGGPerceptualLoss(nn.Module):
             raise ConfigError(
                 "losses.perceptual.weight > 0 needs a VGG19 weights file: --set losses.perceptual.vgg_weights="
                 "/path/to/vgg19-dcbb9e9d.pth (torchvision's ImageNet VGG19, .pth or .safetensors; never downloaded), "
-                "or --set losses.perceptual.weight=0")
+                "vgg_weights=random (a seeded random-weight VGG19), or --set losses.perceptual.weight=0")
         self.layer_weights = dict(layer_weights)
         self.vgg = VGG19Features(list(self.layer_weights))
-        self.vgg.load_weights(weights_path)
+        if str(weights_path) == RANDOM:
+            self.vgg.randomise()
+        else:
+            self.vgg.load_weights(weights_path)
         self.vgg.requires_grad_(False).eval()
         self.imagenet_norm = imagenet_norm
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
