@@ -281,3 +281,28 @@ def test_cli_info_and_convert_accept_a_run_folder(tmp_path, capsys) -> None:
     assert len(err) == 1 and "training state" in err[0]
     assert main(["info", "diffir_sr_x4_smal"]) == 2
     assert "did you mean 'diffir_sr_x4_small'" in capsys.readouterr().err
+
+
+def test_convert_half_stores_float16_and_loads_float32(tmp_path, capsys) -> None:
+    from safetensors import safe_open
+
+    from diffir.cli import main
+
+    model = tiny_model("diffir_sr_x4_s2")
+    full = diffir.save_model(model, tmp_path / "full.safetensors")
+    assert main(["convert", str(full), str(tmp_path / "half.safetensors"), "--half"]) == 0
+    with safe_open(str(tmp_path / "half.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118 - not a dict
+        assert "float16" in f.metadata()["note"]
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * full.stat().st_size
+    back = diffir.load_model(tmp_path / "half.safetensors")
+    for k, v in model.state_dict().items():
+        w = back.state_dict()[k]
+        assert w.dtype == torch.float32 and torch.allclose(w, v, rtol=1e-3, atol=1e-4), k
+    sd = model.state_dict()
+    next(v for v in sd.values() if v.is_floating_point()).fill_(1e6)  # beyond float16's 65504
+    model.load_state_dict(sd)
+    big = diffir.save_model(model, tmp_path / "big.safetensors")
+    assert main(["convert", str(big), str(tmp_path / "big_half.safetensors"), "--half"]) == 2
+    assert "beyond float16's range; save it without --half" in capsys.readouterr().err
+    assert not (tmp_path / "big_half.safetensors").exists()

@@ -13,13 +13,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                   "a folder name without suffix for architectures released as one file per network")
     p.add_argument("--key", default=None,
                    help="container entry to read, e.g. params, params_ema, generatorS1 (default: automatic)")
+    p.add_argument("--half", action="store_true",
+                   help="store the weights as float16: half the file size (the bundled models ship so); they load "
+                        "as float32")
 
 
 def run(args: argparse.Namespace) -> int:
     from diffir.io.checkpoint import convert, load_model
     from diffir.io.locate import locate_model
 
-    out = convert(locate_model(args.input).target, args.output, key=args.key)
+    out = convert(locate_model(args.input).target, args.output, key=args.key, half=args.half)
     model = load_model(out)
     c = model.descriptor
     print(f"wrote {out}: {type(model).__name__} task={c.task} scale={c.scale} "

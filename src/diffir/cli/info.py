@@ -37,6 +37,12 @@ def run(args: argparse.Namespace) -> int:
     detail = c.meta.get("source") or c.meta.get("preset", "")
     origin = {"preset": "preset, random weights: ", "bundled": "bundled: ", "installed": "installed: "}
     print(f"model: {type(model).__name__} ({origin.get(where.source, '')}{one_line(detail or where.name)})")
+    if where.source == "bundled":
+        from diffir.bundled import BUNDLED
+
+        print("model card:")
+        print(BUNDLED[where.name].card())
+        print("config:")
     for key, value in c.to_dict().items():
         print(f"  {key:22s} {value}")
     if c.meta.get("assumed"):

@@ -268,8 +268,9 @@ def _load_checkpoint(src: Any, key: str | None, config: Any, hints: Mapping[str,
 
 
 # ------------------------------------------------------------------------------------------------- saving
-def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False) -> Path:
-    """Write ``model`` to ``path`` atomically.
+def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False, half: bool = False) -> Path:
+    """Write ``model`` to ``path`` atomically.  ``half``: store floating-point tensors as float16 (half the file;
+    they load as float32, as every diffir file does), refused when a value does not fit float16.
 
     Default: safetensors with metadata ``format``, ``architecture``, ``arch`` (class), ``task``, ``scale``,
     ``stage``, ``config`` (JSON).  ``official=True``: the official layout — a BasicSR ``.pth``
@@ -296,6 +297,10 @@ def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False
         return path
     descriptor = model.descriptor
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+        if (bad := first_nonfinite(sd)) is not None:
+            raise CheckpointError(f"{path}: {bad} has values beyond float16's range; save it without --half")
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -306,6 +311,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False
         "stage": str(descriptor.stage),
         "config": model.config.to_json(),
     }
+    if half:
+        meta["note"] = "weights stored as float16 to halve the file size; loaded as float32"
     save_safetensors(path, sd, metadata=meta)
     return path
 
@@ -347,7 +354,7 @@ def _check_output_path(path: Path, allow_folder: bool) -> None:
                               "bytes here); choose a shorter name")
 
 
-def convert(src: Any, dst: str | os.PathLike, key: str | None = None, **hints: Any) -> Path:
+def convert(src: Any, dst: str | os.PathLike, key: str | None = None, half: bool = False, **hints: Any) -> Path:
     """Convert a checkpoint: ``.safetensors`` → diffir format; ``.pth`` → the official layout (a folder of
     per-network files for architectures released that way).
 
@@ -374,7 +381,9 @@ def convert(src: Any, dst: str | os.PathLike, key: str | None = None, **hints: A
     remove_stale_temporaries(dst.parent)  # what a killed earlier conversion left next to the output
     if official_folder:
         remove_stale_temporaries(dst)
+    if half and dst.suffix != ".safetensors":
+        raise CheckpointError(f"{dst}: --half writes diffir .safetensors files only; the official layout keeps float32")
     try:
-        return save_model(model, dst, official=dst.suffix != ".safetensors")
+        return save_model(model, dst, official=dst.suffix != ".safetensors", half=half)
     except OSError as exc:  # full disk, permissions ...: named after the output, not its temporary file
         raise CheckpointError(describe_os_error(exc, dst)) from None
