@@ -163,3 +163,25 @@ def test_cyclic_cosine_deblur_first_cycle_rises():
     mid = lr_at(s, 2e-4, 92001 + 104000)
     assert mid == pytest.approx(1e-6 + 0.5 * (2e-4 - 1e-6) * (1 + math.cos(math.pi / 2)))
     assert lr_at(s, 2e-4, 300001) == pytest.approx(1e-6)
+
+
+def test_skip_images_holds_out_the_first_images(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from diffir.train.config import DatasetSection
+    from diffir.train.data import build_dataset
+
+    for i in range(5):
+        Image.fromarray(np.full((40, 40, 3), 50 * i, np.uint8)).save(tmp_path / f"f{i}.png")
+    section = DatasetSection(kind="inpaint", gt_dir=str(tmp_path), patch_size=32, skip_images=2)
+    ds = build_dataset(section, 1, "inpaint", train=True)
+    assert [p.name for p in ds.images.files] == ["f2.png", "f3.png", "f4.png"]
+    held_out = build_dataset(DatasetSection(kind="inpaint", gt_dir=str(tmp_path), patch_size=32, max_images=2),
+                             1, "inpaint", train=False)
+    assert len(held_out) == 2  # the validation side: exactly the images training left out
+    with pytest.raises(ConfigError, match="no images found in .* after skip_images 5"):
+        build_dataset(DatasetSection(kind="folder", gt_dir=str(tmp_path), patch_size=32, skip_images=5,
+                                     degradation={"name": "bicubic_x4"}), 4, "sr", train=True)
+    with pytest.raises(ValueError, match="skip_images works for kinds folder and inpaint, not 'paired'"):
+        DatasetSection(kind="paired", gt_dir=str(tmp_path), lq_dir=str(tmp_path), skip_images=1)

@@ -120,7 +120,8 @@ class ImageFolderDataset(Dataset):
     Each item is one random ``patch_size`` crop (reflect-padded first when ``pad_reflect`` and the image is
     smaller; otherwise too-small images are an error), augmented with ``augment`` (True: 8 flip/rot90
     combinations; ``"hflip"``: horizontal flips only, as the Real-ESRGAN recipe). ``repeat`` enlarges an
-    epoch (BasicSR's ``dataset_enlarge_ratio``). ``patch_size=None`` returns whole images.
+    epoch (BasicSR's ``dataset_enlarge_ratio``). ``patch_size=None`` returns whole images.  ``skip`` leaves out
+    the first images (sorted by path): those held out for evaluation.
     """
 
     def __init__(
@@ -130,8 +131,9 @@ class ImageFolderDataset(Dataset):
         augment: bool | str = True,
         pad_reflect: bool = True,
         repeat: int = 1,
+        skip: int = 0,
     ):
-        self.files = list_images(gt_dir)
+        self.files = list_images(gt_dir)[skip:]
         self.patch_size = patch_size
         self.augment = augment
         self.pad_reflect = pad_reflect
@@ -171,10 +173,11 @@ class InpaintDataset(Dataset):
         mask_generator: Callable[..., torch.Tensor] | None = None,
         augment: bool | str = "hflip",
         repeat: int = 1,
+        skip: int = 0,
     ):
         from diffir.data.masks import LamaMaskGenerator
 
-        self.images = ImageFolderDataset(image_dir, patch_size, augment=augment, repeat=repeat)
+        self.images = ImageFolderDataset(image_dir, patch_size, augment=augment, repeat=repeat, skip=skip)
         self.mask_generator = mask_generator if mask_generator is not None else LamaMaskGenerator()
 
     def __len__(self) -> int:

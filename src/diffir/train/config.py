@@ -90,6 +90,9 @@ class DatasetSection(Section):
         "center", description="kind diffbir: how an HQ image becomes patch_size² (official CodeformerDataset: "
         "center = box-halve, resize the short side, centre crop; none = images already that size)")
     max_images: Count | None = Field(None, description="use only the first N images (validation)")
+    skip_images: int = Field(0, ge=0, le=MAX_COUNT, description="leave out the first N images, sorted by path "
+                             "(kinds folder, inpaint): hold them out for validation (max_images N) and evaluation "
+                             "(diffir eval --limit N)")
     num_workers: int = Field(0, ge=0, le=256, description="data loader worker processes (0: load in the "
                              "training process)")
     pool_size: int = Field(0, ge=0, le=4096, description="Real-ESRGAN training-pair pool (queue_size; "
@@ -106,6 +109,8 @@ class DatasetSection(Section):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSection:
+        if self.skip_images and self.kind not in ("folder", "inpaint"):
+            raise ValueError(f"skip_images works for kinds folder and inpaint, not {self.kind!r}")
         if self.kind == "paired" and not self.lq_dir:
             raise ValueError("kind 'paired' needs lq_dir")
         if self.kind == "diffbir" and self.patch_size is None and self.crop_type != "none":

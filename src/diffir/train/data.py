@@ -114,7 +114,8 @@ def _build_dataset(section: DatasetSection, scale: int, task: str, train: bool) 
     elif section.kind == "folder":
         if section.degradation is None:
             raise ConfigError("data kind 'folder' needs a degradation (e.g. name: bicubic_x4)")
-        ds = D.ImageFolderDataset(section.gt_dir, patch, augment=augment, repeat=section.repeat)
+        ds = D.ImageFolderDataset(section.gt_dir, patch, augment=augment, repeat=section.repeat,
+                                  skip=section.skip_images)
     elif section.kind == "diffbir":
         ds = StreamSeededDiffBIR(section.gt_dir, patch, section.crop_type)
     else:
@@ -122,11 +123,13 @@ def _build_dataset(section: DatasetSection, scale: int, task: str, train: bool) 
             raise ConfigError(f"data kind 'inpaint' needs an inpainting model, got task {task!r}")
         masks = mask_generator(section.mask) if section.mask else None
         ds = D.InpaintDataset(section.gt_dir, patch, mask_generator=masks,
-                              augment="hflip" if augment is True else augment, repeat=section.repeat)
+                              augment="hflip" if augment is True else augment, repeat=section.repeat,
+                              skip=section.skip_images)
     if section.max_images is not None:
         ds = torch.utils.data.Subset(ds, range(min(section.max_images, len(ds))))  # type: ignore[arg-type]
     if len(ds) == 0:  # type: ignore[arg-type]
-        raise ConfigError(f"no images found in {section.gt_dir}")
+        left = f" after skip_images {section.skip_images}" if section.skip_images else ""
+        raise ConfigError(f"no images found in {section.gt_dir}{left}")
     return ds
 
 
