@@ -210,7 +210,8 @@ def evaluate(
     log: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` (a DiffIR S2 module, checkpoint path or name; ``None`` = baselines only) on ``data``.
+    """Evaluate ``model`` (a module, checkpoint path or name, or a list of them: one row each; ``None`` = baselines
+    and ``options.outputs`` only) on ``data``.
 
     ``log`` gets progress lines, ``warn`` one-line warnings (default: ``diffir: warning: ...`` on stderr).
     A GT/output size mismatch beyond modcrop (:func:`check_sizes`) stops the run on the first image and
