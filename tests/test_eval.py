@@ -144,6 +144,18 @@ def test_inpainting_masks_fill_baseline_and_model_keep_known_pixels(tmp_path):
         restored = np.array(Image.open(out / "images" / method.replace(" ", "_") / "t.png"))
         assert np.array_equal(restored[~hole], img[~hole]), method
     assert (out / "grids" / "t.png").exists()
+    # over the holes only: the known pixels (kept exactly) no longer dilute the error
+    holes = evaluate(root, tmp_path / "h", model=model, options=EvalOptions(mask_hole="black", metrics=[
+        "psnr", "psnr_hole", "ssim_hole"]))
+    fill = holes.means()["harmonic fill"]
+    restored = np.array(Image.open(out / "images" / "harmonic_fill" / "t.png")).astype(np.float64)
+    mse_hole = np.mean((restored[hole] - img[hole]) ** 2)
+    assert fill["psnr_hole"] == pytest.approx(10 * np.log10(255**2 / mse_hole), abs=1e-9)
+    assert fill["psnr_hole"] == pytest.approx(fill["psnr"] + 10 * np.log10(hole.mean()), abs=1e-9)
+    assert 0 < fill["ssim_hole"] < 1
+    _write(tmp_path / "sr", "a.png", _pattern(32, 32))
+    with pytest.raises(ConfigError, match="psnr_hole scores inpainting holes; this is a sr evaluation"):
+        evaluate(tmp_path / "sr", tmp_path / "x", options=EvalOptions(degrade="bicubic_x4", metrics=["psnr_hole"]))
     # GT-only folder + LaMa evaluation masks, deterministic per seed
     faces = tmp_path / "faces"
     _write(faces, "f.png", _pattern(64, 64))
@@ -250,11 +262,12 @@ def test_default_metrics_run_out_of_the_box(tmp_path, monkeypatch, capsys):
     weights.mkdir()
     monkeypatch.setenv("DIFFIR_METRIC_WEIGHTS", str(weights))
     assert default_metrics("sr") == ["psnr", "ssim", "niqe"]
-    assert default_metrics("deblur") == default_metrics("inpaint") == ["psnr", "ssim"]
+    assert default_metrics("deblur") == ["psnr", "ssim"]
+    assert default_metrics("inpaint") == ["psnr", "ssim", "psnr_hole", "ssim_hole"]
     (weights / "alexnet-owt-7be5be79.pth").write_bytes(b"")  # found -> on by default
     (weights / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"")
     assert default_metrics("sr") == ["psnr", "ssim", "niqe", "lpips"]
-    assert default_metrics("inpaint") == ["psnr", "ssim", "lpips", "fid"]
+    assert default_metrics("inpaint") == ["psnr", "ssim", "psnr_hole", "ssim_hole", "lpips", "fid"]
     assert "dists" in default_metrics("deblur", {"vgg16": "given.pth"})  # given explicitly: tried, not hidden
     for f in weights.iterdir():
         f.unlink()

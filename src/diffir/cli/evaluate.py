@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="evaluate only the first N images")
 
     met = parser.add_argument_group("metrics")
-    met.add_argument("--metrics", help="comma list of psnr,ssim,lpips,lpips_vgg,dists,niqe,fid [psnr,ssim; +niqe "
-                     "for SR; + lpips, dists (and fid for inpainting) when their weights are found]")  # fmt: skip
+    met.add_argument("--metrics", help="comma list of psnr,ssim,psnr_hole,ssim_hole,lpips,lpips_vgg,dists,niqe,fid "
+                     "[psnr,ssim; +niqe for SR; +psnr_hole,ssim_hole (over the holes) for inpainting; + lpips, dists "
+                     "(and fid for inpainting) when their weights are found]")  # fmt: skip
     met.add_argument("--crop-border", type=whole_number(0, what="a border in pixels"),
                      help="pixels removed per side [scale for SR, else 0]")
     chan = met.add_mutually_exclusive_group()

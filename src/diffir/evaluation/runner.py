@@ -34,9 +34,11 @@ _RUN_FILES = {"model", "params", "params_ema"}
 
 
 def default_metrics(task: str, weights: dict[str, Any] | None = None) -> list[str]:
-    """Metrics that run out of the box (PSNR, SSIM; + NIQE for SR), plus LPIPS/DISTS (and FID for
-    inpainting) when their backbone file is found in ``weights`` or the metric weights folder."""
-    names = ["psnr", "ssim"] + (["niqe"] if task == "sr" else [])
+    """Metrics that run out of the box (PSNR, SSIM; + NIQE for SR; + PSNR/SSIM over the holes for inpainting), plus
+    LPIPS/DISTS (and FID for inpainting) when their backbone file is found in ``weights`` or the metric weights
+    folder."""
+    extra = {"sr": ["niqe"], "inpaint": ["psnr_hole", "ssim_hole"]}.get(task, [])
+    names = ["psnr", "ssim", *extra]
     weights = weights or {}
     for name, backbone in _OPTIONAL.items():
         if name == "fid" and task != "inpaint":
@@ -250,6 +252,8 @@ def evaluate(
     crop = opts.crop_border if opts.crop_border is not None else (scale if task == "sr" else 0)
     y = opts.y_channel if opts.y_channel is not None else task == "sr"
     names = [describe(m).name for m in (opts.metrics or default_metrics(task, opts.weights))]
+    if task != "inpaint" and (masked := [n for n in names if METRICS[n].kind == "hole"]):
+        raise ConfigError(f"{masked[0]} scores inpainting holes; this is a {task} evaluation (use psnr, ssim)")
     device = str(restorer.device) if restorer is not None else _metric_device(opts.device)
     metrics, skipped = _build_metrics(names, crop, y, opts, device, warn)
 
@@ -304,7 +308,7 @@ def evaluate(
             outputs, gt_c = _common_crop(outputs, gt)
             captions = {}
             for i, (method, img) in enumerate(outputs.items()):
-                row = _score(pair, method, img, gt_c, per_image)
+                row = _score(pair, method, img, gt_c, per_image, hole)
                 result.rows.append(row)
                 for accumulators in per_set.values():
                     accumulators[method].add(img, gt_c if i == 0 else None)
@@ -376,12 +380,14 @@ def _metric_device(name: str) -> str:
     return str(resolve_device(name))
 
 
-def _score(pair: EvalPair, method: str, img: np.ndarray, gt: np.ndarray, metrics: dict) -> dict[str, Any]:
+def _score(pair: EvalPair, method: str, img: np.ndarray, gt: np.ndarray, metrics: dict,
+           hole: np.ndarray | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"image": pair.name, "method": method}
     notes = list(pair.notes)
     for name, metric in metrics.items():
         try:
-            row[name] = metric(img, gt)
+            row[name] = metric(img, gt, hole[: gt.shape[0], : gt.shape[1]]) if METRICS[name].kind == "hole" else \
+                metric(img, gt)
         except ValueError as exc:  # e.g. NIQE on an image smaller than one 96x96 block
             row[name] = None
             notes.append(f"{name}: {exc}")

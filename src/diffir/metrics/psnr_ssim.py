@@ -85,6 +85,11 @@ def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def _ssim_single(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(_ssim_map(a, b)))
+
+
+def _ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM of every 11x11 window that fits in the image: (H - 10, W - 10), window centres at [5:-5, 5:-5]."""
     g = gaussian_window_1d()
     mu_a, mu_b = _filter_valid(a, g), _filter_valid(b, g)
     var_a = _filter_valid(a * a, g) - mu_a**2
@@ -92,7 +97,7 @@ def _ssim_single(a: np.ndarray, b: np.ndarray) -> float:
     cov = _filter_valid(a * b, g) - mu_a * mu_b
     num = (2 * mu_a * mu_b + _C1) * (2 * cov + _C2)
     den = (mu_a**2 + mu_b**2 + _C1) * (var_a + var_b + _C2)
-    return float(np.mean(num / den))
+    return num / den
 
 
 def calculate_ssim(
@@ -108,6 +113,35 @@ def calculate_ssim(
     if min(a.shape[:2]) < _SSIM_SIZE:
         raise ValueError(f"SSIM needs >= {_SSIM_SIZE} px per side after cropping, got {a.shape[:2]}")
     return float(np.mean([_ssim_single(a[..., c], b[..., c]) for c in range(a.shape[2])]))
+
+
+def _hole_pixels(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    hole = np.asarray(mask) > 0
+    if hole.shape != tuple(shape[:2]):
+        raise ValueError(f"mask {hole.shape} does not match the image {tuple(shape[:2])}")
+    if not hole.any():
+        raise ValueError("the mask has no hole pixel")
+    return hole
+
+
+def calculate_psnr_hole(img: np.ndarray, img2: np.ndarray, mask: np.ndarray, **kwargs) -> float:
+    """PSNR (dB, peak 255) over the hole pixels only (``mask > 0``), all RGB channels: a filled-in region's own
+    score, not diluted by the known pixels every method keeps."""
+    a, b = _prepare(img, img2, 0, "HWC", False)
+    hole = _hole_pixels(mask, a.shape)
+    mse = float(np.mean((a[hole] - b[hole]) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0 * 255.0 / mse)
+
+
+def calculate_ssim_hole(img: np.ndarray, img2: np.ndarray, mask: np.ndarray, **kwargs) -> float:
+    """SSIM (as :func:`calculate_ssim`, RGB) averaged over the windows centred on hole pixels."""
+    a, b = _prepare(img, img2, 0, "HWC", False)
+    hole = _hole_pixels(mask, a.shape)
+    half = _SSIM_SIZE // 2
+    centres = hole[half:-half, half:-half]
+    if not centres.any():
+        raise ValueError("no hole pixel lies 5 px or more inside the image (SSIM window)")
+    return float(np.mean([_ssim_map(a[..., c], b[..., c])[centres].mean() for c in range(a.shape[2])]))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 
 * full-reference metrics: ``metric(restored, gt) -> float``;
 * no-reference metrics (NIQE): ``metric(restored, gt=None) -> float``;
-* set metrics (FID): ``metric.add(restored, gt)`` per image, then ``metric.compute() -> float``.
+* set metrics (FID): ``metric.add(restored, gt)`` per image, then ``metric.compute() -> float``;
+* hole metrics (inpainting): ``metric(restored, gt, hole) -> float``, over the hole pixels only.
 
 Metrics whose weights are absent raise :class:`~diffir.metrics.weights.MissingWeightsError` from
 ``build_metric``; callers skip them and print the message.  Nothing is ever approximated or downloaded.
@@ -27,7 +28,7 @@ __all__ = ["MetricSpec", "METRICS", "build_metric", "list_metrics", "describe"]
 class MetricSpec:
     name: str
     higher_is_better: bool
-    kind: str  # "full-reference" | "no-reference" | "set"
+    kind: str  # "full-reference" | "no-reference" | "set" | "hole"
     convention: str
     weights: str  # what must be present for the metric to run
 
@@ -45,6 +46,11 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("ssim", True, "full-reference",
                    "Wang et al., 11x11 Gaussian sigma 1.5, valid filtering, float64; Y/crop as PSNR "
                    "(BasicSR calculate_ssim)", "none"),
+        MetricSpec("psnr_hole", True, "hole",
+                   "inpainting: PSNR over the hole pixels only (RGB, no crop), so the known pixels every method "
+                   "keeps do not dilute it", "none"),
+        MetricSpec("ssim_hole", True, "hole",
+                   "inpainting: mean of the SSIM map (as ssim, RGB) over the windows centred in the hole", "none"),
         MetricSpec("lpips", False, "full-reference",
                    "LPIPS v0.1, AlexNet, RGB scaled to [-1, 1], no crop (lpips package)",
                    "torchvision AlexNet file (user-supplied)"),
@@ -102,9 +108,11 @@ class _NumpyMetric:
     def __init__(self, spec: MetricSpec, fn: Any, **kwargs: Any) -> None:
         self.spec, self.fn, self.kwargs = spec, fn, kwargs
 
-    def __call__(self, restored: np.ndarray, gt: np.ndarray | None = None) -> float:
+    def __call__(self, restored: np.ndarray, gt: np.ndarray | None = None, hole: np.ndarray | None = None) -> float:
         if self.spec.kind == "no-reference":
             return float(self.fn(restored, **self.kwargs))
+        if self.spec.kind == "hole":
+            return float(self.fn(restored, gt, hole, **self.kwargs))
         return float(self.fn(restored, gt, **self.kwargs))
 
 
@@ -140,6 +148,10 @@ def build_metric(
 
         fn = calculate_psnr if spec.name == "psnr" else calculate_ssim
         return _NumpyMetric(spec, fn, crop_border=crop_border, test_y_channel=test_y_channel)
+    if spec.kind == "hole":
+        from diffir.metrics.psnr_ssim import calculate_psnr_hole, calculate_ssim_hole
+
+        return _NumpyMetric(spec, calculate_psnr_hole if spec.name == "psnr_hole" else calculate_ssim_hole)
     if spec.name == "niqe":
         from diffir.metrics.niqe import calculate_niqe
 
