@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import diffir
-from conftest import require_shared
+from conftest import REPO, require_shared
 from diffir.bundled import DEFAULT_MODEL, bundled_path, list_bundled
 from diffir.data.imresize import imresize
 from diffir.metrics import calculate_psnr
@@ -72,3 +72,20 @@ def test_task_refuses_a_model_that_does_something_else(tmp_path, capsys) -> None
                  "--task", "deblur"]) == 2
     assert f"-m {DEFAULT_MODEL} does sr x4, not deblur" in capsys.readouterr().err
     assert not (tmp_path / "out" / "a_out.png").exists()
+
+
+def test_every_bundled_model_ships_small_with_a_complete_card() -> None:
+    from diffir.bundled import BUNDLED, TASKS
+
+    for name, entry in BUNDLED.items():
+        path = bundled_path(name)
+        assert path is not None and path.stat().st_size <= 10.5e6, name  # the package stays small
+        assert entry.task in TASKS
+        for field in ("description", "recipe", "data", "iterations", "train_time", "metrics", "licence"):
+            assert getattr(entry, field).strip(), (name, field)
+        assert "diffir train -c configs/" in entry.recipe and "diffir eval" in entry.metrics
+        model = diffir.load_model(name)
+        task, scale = TASKS[entry.task]
+        assert (model.descriptor.task, model.descriptor.scale, model.descriptor.stage) == (task, scale, 2), name
+        for config in entry.recipe.split("-c ")[1:]:
+            assert (REPO / config.split()[0]).is_file(), config  # the recipe's configs are in the repository
