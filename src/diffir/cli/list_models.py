@@ -25,7 +25,8 @@ def _models(pattern: str) -> int:
 
     bundled = [n for n in list_bundled() if fnmatch.fnmatch(n, pattern)]
     if bundled:
-        print("bundled (trained weights inside the package; use by name: diffir restore -m NAME):")
+        print("bundled (trained weights inside the package; diffir restore --task TASK, or -m NAME; "
+              "diffir info NAME shows its card):")
         for name in bundled:
             entry = BUNDLED[name]
             print(f"  {name:30s} {entry.task:10s} {entry.description}")
