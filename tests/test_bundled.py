@@ -25,7 +25,7 @@ def test_bundled_sr_beats_bicubic_on_set5(name: str) -> None:
     hr = np.asarray(Image.open(root / "HR" / f"{name}.png").convert("RGB"))
     lr = np.asarray(Image.open(root / "LR_bicubic" / "X4" / f"{name}x4.png").convert("RGB"))
     hr = hr[: lr.shape[0] * 4, : lr.shape[1] * 4]
-    sr = diffir.Restorer(seed=0, device="cpu").restore(lr)
+    sr = diffir.Restorer("diffir_sr_x4_small", seed=0, device="cpu").restore(lr)  # the bicubic-task model
     assert sr.shape == hr.shape and sr.dtype == np.uint8
     bicubic = imresize(lr, 4)  # MATLAB bicubic, uint8 in -> uint8 out
     psnr_sr = calculate_psnr(sr, hr, crop_border=4, test_y_channel=True)
