@@ -192,7 +192,7 @@ _SIGNATURE_FORMATS = {"Convolution": "Convolution ({})", "Concat": "Concat of {}
                       "BinaryOp": "BinaryOp op_type={}"}
 
 
-def describe(signature: tuple) -> str:
+def describe_signature(signature: tuple) -> str:
     """A signature as the error messages show it, with ncnn's parameter names."""
     kind, *values = signature
     return _SIGNATURE_FORMATS.get(kind, kind).format(*values)
@@ -211,11 +211,11 @@ def check_structure(layers: Sequence[NcnnLayer], source: str) -> RRDBConfig:
     for index, want in enumerate(expected):
         if index >= len(signatures):
             raise ConversionError(f"{source}: graph ends after {len(signatures)} layers, expected "
-                                  f"{describe(want)} next; {fix}")
+                                  f"{describe_signature(want)} next; {fix}")
         got, layer = signatures[index]
         if got != want:
-            raise ConversionError(f"{source}: layer {layer.name} is {describe(got)}, expected {describe(want)} "
-                                  f"for an RRDBNet with {nb} blocks; {fix}")
+            raise ConversionError(f"{source}: layer {layer.name} is {describe_signature(got)}, expected "
+                                  f"{describe_signature(want)} for an RRDBNet with {nb} blocks; {fix}")
     if len(signatures) > len(expected):
         extra = signatures[len(expected)][1]
         raise ConversionError(f"{source}: unexpected layer {extra.name} ({extra.kind}) after conv_last; {fix}")
@@ -362,7 +362,7 @@ def config_from_state(state: dict[str, torch.Tensor], source: str) -> RRDBConfig
     return RRDBConfig(in_nc=first.shape[1], out_nc=last.shape[0], nf=first.shape[0], nb=nb, gc=gc, sf=sf)
 
 
-def load_model(path: str | os.PathLike) -> RRDBNet:
+def load_rrdbnet(path: str | os.PathLike) -> RRDBNet:
     """The torch RRDBNet from a ``convert`` output (or any BSRNet-layout safetensors file), in eval mode."""
     import safetensors.torch
 
@@ -496,7 +496,7 @@ def command_verify(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.repeats < 1:
         raise ConversionError(f"--limit {args.limit} --repeats {args.repeats}: both must be at least 1")
     threads = pin_threads(args.threads)
-    model = load_model(args.weights)
+    model = load_rrdbnet(args.weights)
     upscaler = load_wheel_upscaler()
     files = list_images(args.images, recursive=False)[: args.limit]
     print(f"{threads} torch thread(s), process pinned to {len(os.sched_getaffinity(0))} core(s)")
@@ -576,7 +576,7 @@ def command_run(args: argparse.Namespace) -> int:
     threads = pin_threads(args.threads) if args.threads else torch.get_num_threads()
     if args.tile < 0:
         raise ConversionError(f"--tile {args.tile}: use 0 (whole image) or a tile side in input pixels")
-    model = load_model(args.weights)
+    model = load_rrdbnet(args.weights)
     files = list_images(args.input, recursive=False)
     output = Path(args.output)
     warm_up(model)

@@ -39,10 +39,11 @@ def _png(path, size=(24, 16)) -> None:
     Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
 
 
-def test_task_picks_that_tasks_bundled_model(tmp_path, capsys) -> None:
+def test_task_picks_that_tasks_bundled_model(tmp_path, capsys, monkeypatch) -> None:
     from diffir.bundled import BUNDLED, model_for_task
     from diffir.cli import main
 
+    monkeypatch.setattr("diffir.cli.restore.DEFAULT_MODEL", "no_such_model")  # only --task can find the model
     name = model_for_task("sr_x4")
     assert BUNDLED[name].task == "sr_x4" and name in list_bundled()
     _png(tmp_path / "a.png")
@@ -72,20 +73,24 @@ def test_task_refuses_a_model_that_does_something_else(tmp_path, capsys) -> None
                  "--task", "deblur"]) == 2
     assert f"-m {DEFAULT_MODEL} does sr x4, not deblur" in capsys.readouterr().err
     assert not (tmp_path / "out" / "a_out.png").exists()
+    # realsr_x4 and sr_x4 are both x4 SR: a bundled model is told apart by its card
+    assert main(["restore", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "-m", "diffir_sr_x4_small",
+                 "--task", "realsr_x4"]) == 2
+    assert "-m diffir_sr_x4_small is the bundled sr_x4 model, not realsr_x4" in capsys.readouterr().err
 
 
 def test_every_bundled_model_ships_small_with_a_complete_card() -> None:
-    from diffir.bundled import BUNDLED, TASKS
+    from diffir.bundled import BUNDLED, RESTORE_TASKS
 
     for name, entry in BUNDLED.items():
         path = bundled_path(name)
         assert path is not None and path.stat().st_size <= 10.5e6, name  # the package stays small
-        assert entry.task in TASKS
+        assert entry.task in RESTORE_TASKS
         for field in ("description", "recipe", "data", "iterations", "train_time", "metrics", "licence"):
             assert getattr(entry, field).strip(), (name, field)
         assert "diffir train -c configs/" in entry.recipe and "diffir eval" in entry.metrics
         model = diffir.load_model(name)
-        task, scale = TASKS[entry.task]
+        task, scale = RESTORE_TASKS[entry.task]
         assert (model.descriptor.task, model.descriptor.scale, model.descriptor.stage) == (task, scale, 2), name
         for config in entry.recipe.split("-c ")[1:]:
             assert (REPO / config.split()[0]).is_file(), config  # the recipe's configs are in the repository

@@ -145,14 +145,18 @@ def test_inpainting_masks_fill_baseline_and_model_keep_known_pixels(tmp_path):
         assert np.array_equal(restored[~hole], img[~hole]), method
     assert (out / "grids" / "t.png").exists()
     # over the holes only: the known pixels (kept exactly) no longer dilute the error
-    holes = evaluate(root, tmp_path / "h", model=model, options=EvalOptions(mask_hole="black", metrics=[
+    holes = evaluate(root, tmp_path / "h", model=model, options=EvalOptions(mask_hole="black", metrics=["ssim",
         "psnr", "psnr_hole", "ssim_hole"]))
     fill = holes.means()["harmonic fill"]
     restored = np.array(Image.open(out / "images" / "harmonic_fill" / "t.png")).astype(np.float64)
     mse_hole = np.mean((restored[hole] - img[hole]) ** 2)
     assert fill["psnr_hole"] == pytest.approx(10 * np.log10(255**2 / mse_hole), abs=1e-9)
     assert fill["psnr_hole"] == pytest.approx(fill["psnr"] + 10 * np.log10(hole.mean()), abs=1e-9)
-    assert 0 < fill["ssim_hole"] < 1
+    from diffir.metrics.psnr_ssim import _ssim_map
+
+    centres = hole[5:-5, 5:-5]  # the 11x11 windows centred in the hole
+    brute = np.mean([_ssim_map(restored[..., c], img[..., c].astype(np.float64))[centres].mean() for c in range(3)])
+    assert fill["ssim_hole"] == pytest.approx(brute, abs=1e-12) and fill["ssim_hole"] < fill["ssim"]
     _write(tmp_path / "sr", "a.png", _pattern(32, 32))
     with pytest.raises(ConfigError, match="psnr_hole scores inpainting holes; this is a sr evaluation"):
         evaluate(tmp_path / "sr", tmp_path / "x", options=EvalOptions(degrade="bicubic_x4", metrics=["psnr_hole"]))
@@ -340,3 +344,25 @@ def test_several_models_and_outputs_made_elsewhere_in_one_table(tmp_path, sr_mod
     assert main(["eval", "-d", str(data), "-m", str(sr_model_file), "-m", str(sr_model_file), "-o",
                  str(tmp_path / "out4")]) == 2
     assert "two models would share the row name 'tiny_sr_x4'" in capsys.readouterr().err
+    named_like_a_baseline = diffir.save_model(tiny_model("diffir_sr_x4_s2"), tmp_path / "bicubic.safetensors")
+    assert main(["eval", "-d", str(data), "-m", str(named_like_a_baseline), "-o", str(tmp_path / "out5")]) == 2
+    assert "-m bicubic: that row name is a baseline's" in capsys.readouterr().err
+    deblur = diffir.save_model(tiny_model("diffir_deblur_s2"), tmp_path / "deblur.safetensors")
+    assert main(["eval", "-d", str(data), "-m", str(sr_model_file), "-m", str(deblur), "-o",
+                 str(tmp_path / "out6")]) == 2
+    assert "the models do different tasks (tiny_sr_x4: sr x4, deblur: deblur x1)" in capsys.readouterr().err
+
+
+def test_hole_metrics_say_when_a_mask_has_no_hole(tmp_path):
+    root = tmp_path / "fixtures"
+    for name, hole in (("a", True), ("b", False)):
+        mask = np.full((32, 32), 255, np.uint8)
+        if hole:
+            mask[8:20, 10:24] = 0
+        _write(root / "images", f"{name}.png", _pattern(32, 32))
+        _write(root / "masks", f"{name}.png", mask)
+    result = evaluate(root, tmp_path / "o", options=EvalOptions(mask_hole="black", metrics=["psnr_hole"]))
+    rows = {r["image"]: r for r in result.rows}
+    assert rows["a"]["psnr_hole"] is not None and rows["b"]["psnr_hole"] is None
+    assert "psnr_hole: the mask has no hole pixel" in rows["b"]["notes"]
+    assert "psnr_hole over 1 of 2 images" in " ".join(result.notes)

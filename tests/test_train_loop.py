@@ -143,6 +143,13 @@ def test_init_fine_tunes_from_weights_of_the_same_stage(tmp_path):
     with pytest.raises(ConfigError, match="dim=8 but the configured model has dim=16"):
         Trainer(sr_config("s1", model={"init": str(s1_path), "overrides": {**TINY_NET, "dim": 16}}),
                 tmp_path / "bad")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "s1.safetensors").write_bytes(s1_path.read_bytes())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        t = Trainer(sr_config("s1", model={"init": "~/s1.safetensors"}), tmp_path / "tilde")
+    assert all(torch.equal(v, source[k]) for k, v in t.student.state_dict().items())
     with pytest.raises(ConfigError, match="a stage-1 model cannot start stage 2"):
         Trainer(sr_config("s2", model={"init": str(s1_path)}), tmp_path / "s2", from_s1=str(s1_path))
 

@@ -70,7 +70,7 @@ BUNDLED: dict[str, BundledModel] = {
 DEFAULT_MODEL = "diffir_sr_x4_small"
 
 #: ``diffir restore --task`` words -> (model task, scale) a model doing that task has.
-TASKS: dict[str, tuple[str, int]] = {
+RESTORE_TASKS: dict[str, tuple[str, int]] = {
     "realsr_x4": ("sr", 4),
     "sr_x4": ("sr", 4),
     "deblur": ("deblur", 1),
@@ -94,8 +94,8 @@ def model_for_task(task: str) -> str:
     """The bundled model ``diffir restore --task TASK`` uses; a one-line error when the package ships none yet."""
     from diffir.errors import ConfigError
 
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task not in RESTORE_TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(RESTORE_TASKS)}")
     for name in list_bundled():
         if BUNDLED[name].task == task:
             return name

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffir.bundled import DEFAULT_MODEL, TASKS
+from diffir.bundled import DEFAULT_MODEL, RESTORE_TASKS
 from diffir.cli.arguments import add_threads
 from diffir.cli.generation_args import add_generation_arguments, generation_options
 from diffir.option_values import pixel_limit, scale_factor, seed, threshold, tile_size, whole_number
@@ -43,10 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "separated by commas, or a name: "
                         "NAME.safetensors/.pth in $DIFFIR_MODELS (default ~/.cache/diffir/models) or a bundled "
                         f"model; default: the bundled model of --task, else {DEFAULT_MODEL} (bundled)")
-    p.add_argument("--task", choices=tuple(TASKS), default=None,
+    p.add_argument("--task", choices=tuple(RESTORE_TASKS), default=None,
                    help="what to do: realsr_x4 (real photos: noise, JPEG, blur), sr_x4 (clean bicubic-like "
                         "downscales), deblur (motion blur), inpaint (fill --mask holes); without -m, picks that "
-                        "task's bundled model (`diffir list`); with -m, checks the model does it")
+                        "task's bundled model (`diffir list`); with -m, checks the model's task and scale")
     p.add_argument("--mask", metavar="FILE|DIR",
                    help="inpainting masks (white = hole, see --mask-hole): one file for all images, or a folder "
                         "holding <name>.*, <name>_mask.* or <name>_mask*.* per image")
@@ -162,15 +162,22 @@ def _model_spec(args: argparse.Namespace) -> str:
 
 
 def _check_task(args: argparse.Namespace, restorer: Restorer) -> None:
-    """-m with --task: refuse a model that does another task (a deblurring model asked for x4 SR, ...)."""
+    """-m with --task: refuse a model that does another task (a deblurring model asked for x4 SR, ...).  A file
+    records its task and scale only, so realsr_x4 and sr_x4 are told apart for the bundled models alone."""
+    from diffir.bundled import BUNDLED
     from diffir.errors import DiffIRError
+    from diffir.io.locate import locate_model
 
     if args.task is None or args.model is None:
         return
-    task, scale = TASKS[args.task]
+    task, scale = RESTORE_TASKS[args.task]
     if restorer.task != task or (task == "sr" and restorer.scale != scale):
         does = f"{restorer.task}{f' x{restorer.scale}' if restorer.task == 'sr' else ''}"
         raise DiffIRError(f"-m {args.model} does {does}, not {args.task}; drop --task, or give a model for it")
+    entry = BUNDLED.get(args.model)
+    if entry is not None and entry.task != args.task and locate_model(args.model).source == "bundled":
+        raise DiffIRError(f"-m {args.model} is the bundled {entry.task} model, not {args.task}; drop -m to get "
+                          f"the {args.task} model, or drop --task")
 
 
 def _restore_files(args: argparse.Namespace, part: Shard, inputs: list[Path], out_dir: Path,

@@ -258,8 +258,9 @@ def evaluate(
     metrics, skipped = _build_metrics(names, crop, y, opts, device, warn)
 
     methods = list(baselines_for(task, scale)) if opts.baselines else []
-    clash = [m for m in opts.outputs if m in methods or m in restorers]
-    if clash:
+    if clash := [m for m in restorers if m in methods]:
+        raise ConfigError(f"-m {clash[0]}: that row name is a baseline's; give the model --label or rename its file")
+    if clash := [m for m in opts.outputs if m in methods or m in restorers]:
         raise ConfigError(f"--outputs {clash[0]}=...: that row name is taken; choose another label")
     methods += [*restorers, *opts.outputs]
     if not methods:
@@ -323,6 +324,11 @@ def evaluate(
     if hole_fractions:
         source = f" (mask files, --mask-hole {opts.mask_hole})" if layout.kind == "inpaint" else ""
         result.conventions["mean hole"] = f"{100 * np.mean(hole_fractions):.1f}% of the pixels{source}"
+    for name in (n for n in per_image if METRICS[n].kind == "hole"):
+        scored = {r["image"] for r in result.rows if r.get(name) is not None}
+        if len(scored) < done:
+            result.notes.append(f"{name} over {len(scored)} of {done} images (the others have no hole pixel: "
+                                "see the notes of per_image.csv)")
     for name, accumulators in per_set.items():
         for method, acc in accumulators.items():
             result.set_metrics.setdefault(method, {})[name] = acc.compute()
@@ -386,8 +392,12 @@ def _score(pair: EvalPair, method: str, img: np.ndarray, gt: np.ndarray, metrics
     notes = list(pair.notes)
     for name, metric in metrics.items():
         try:
-            row[name] = metric(img, gt, hole[: gt.shape[0], : gt.shape[1]]) if METRICS[name].kind == "hole" else \
-                metric(img, gt)
+            if METRICS[name].kind != "hole":
+                row[name] = metric(img, gt)
+            elif hole is None:
+                raise ValueError("no hole mask for this image")
+            else:
+                row[name] = metric(img, gt, hole[: gt.shape[0], : gt.shape[1]])
         except ValueError as exc:  # e.g. NIQE on an image smaller than one 96x96 block
             row[name] = None
             notes.append(f"{name}: {exc}")

@@ -279,6 +279,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False
     """
     path = Path(path)
     arch = architecture_of(model)
+    if half and official:
+        raise CheckpointError(f"{path}: float16 storage is for diffir .safetensors files; the official layout "
+                              "keeps float32 (drop --half or write .safetensors)")
     if official:
         files = arch.official_files(model)
         if list(files) == [""]:
@@ -298,8 +301,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, official: bool = False
     descriptor = model.descriptor
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
+        finite_before = first_nonfinite(sd) is None
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-        if (bad := first_nonfinite(sd)) is not None:
+        if finite_before and (bad := first_nonfinite(sd)) is not None:
             raise CheckpointError(f"{path}: {bad} has values beyond float16's range; save it without --half")
     meta = {
         "format": FORMAT,
@@ -381,8 +385,6 @@ def convert(src: Any, dst: str | os.PathLike, key: str | None = None, half: bool
     remove_stale_temporaries(dst.parent)  # what a killed earlier conversion left next to the output
     if official_folder:
         remove_stale_temporaries(dst)
-    if half and dst.suffix != ".safetensors":
-        raise CheckpointError(f"{dst}: --half writes diffir .safetensors files only; the official layout keeps float32")
     try:
         return save_model(model, dst, official=dst.suffix != ".safetensors", half=half)
     except OSError as exc:  # full disk, permissions ...: named after the output, not its temporary file

@@ -17,15 +17,13 @@ from diffir.errors import ConfigError
 from diffir.train import checkpointing as ckpt
 
 
-def check_same(mine, theirs, what: str, ignore: tuple[str, ...] = ()) -> None:
+def check_same(mine, theirs, what: str, ignore: tuple[str, ...] = (),
+               fix: str = "use the same preset/overrides as the earlier stage") -> None:
     """Raise a one-line error when two network configs differ in a field outside ``ignore``."""
     a, b = mine.to_dict(), theirs.to_dict()
     for k in a:
         if k not in ignore and a[k] != b.get(k):
-            raise ConfigError(
-                f"{what}: {k}={b.get(k)!r} but the configured model has {k}={a[k]!r} "
-                "(use the same preset/overrides as the earlier stage)"
-            )
+            raise ConfigError(f"{what}: {k}={b.get(k)!r} but the configured model has {k}={a[k]!r} ({fix})")
 
 
 def load_teacher(path: Path, model_config, device: torch.device) -> nn.Module:
@@ -78,10 +76,12 @@ def load_init(student: nn.Module, spec: str) -> None:
     bundled model on your own photos, or a bicubic-SR run on real-world degradations)."""
     from diffir import load_model
 
-    source = load_model(ckpt.resolve_weights(spec) if Path(spec).expanduser().exists() else spec)
+    path = Path(spec).expanduser()
+    source = load_model(ckpt.resolve_weights(path) if path.exists() else spec)
     stage = student.descriptor.stage
     if source.descriptor.stage != stage:
         raise ConfigError(f"model.init {spec}: a stage-{source.descriptor.stage} model cannot start stage {stage}; "
                           "give a model of the stage you train (stage 2 from stage 1 is --from-s1)")
-    check_same(student.config, source.config, f"model.init {spec}")
+    check_same(student.config, source.config, f"model.init {spec}",
+               fix="set model.preset/overrides to the weights' configuration: `diffir info` shows it")
     student.load_state_dict(source.state_dict())
