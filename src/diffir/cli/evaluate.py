@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "|mask_thick_512|mask_thin_512, or any diffir.data degradation name")  # fmt: skip
     src.add_argument("--mask-hole", choices=["white", "black"], default="white",
                      help="which mask value marks the hole (MAT masks: black) [white]")  # fmt: skip
-    src.add_argument("--task", choices=["sr", "deblur", "inpaint"], help="task when no --model is given (the model's kind: sr covers restore --task "
+    src.add_argument("--task", choices=["sr", "deblur", "inpaint"],
+                     help="task when no --model is given (the model's kind: sr covers restore --task "
                      "sr_x4 and realsr_x4)")
     src.add_argument("--scale", type=whole_number(1, what="an SR scale"), help="SR scale when no --model is given")
     src.add_argument("--limit", type=whole_number(1, what="a number of images"),
