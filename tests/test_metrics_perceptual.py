@@ -103,9 +103,10 @@ def test_missing_weights_are_reported_not_approximated(tmp_path, monkeypatch):
 
 def test_registry_declares_direction_and_convention():
     assert {n: s.higher_is_better for n, s in METRICS.items()} == {
-        "psnr": True, "ssim": True, "lpips": False, "lpips_vgg": False, "dists": False, "niqe": False, "fid": False,
+        "psnr": True, "ssim": True, "psnr_hole": True, "ssim_hole": True, "lpips": False, "lpips_vgg": False,
+        "dists": False, "niqe": False, "fid": False,
     }  # fmt: skip
-    assert all(s.convention and s.kind in ("full-reference", "no-reference", "set") for s in METRICS.values())
+    assert all(s.convention and s.kind in ("full-reference", "no-reference", "set", "hole") for s in METRICS.values())
     assert describe("PSNR").arrow == "↑"
     with pytest.raises(ConfigError, match="did you mean 'lpips'"):
         describe("lpip")
