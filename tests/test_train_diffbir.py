@@ -20,7 +20,7 @@ from diffir.cli import main
 from diffir.errors import ConfigError
 from diffir.train.engine import Trainer
 from diffir.train.loading import parse_config
-from test_train_loop import _crash_at, _merge
+from test_train_loop import _merge, crash_and_resume
 
 
 def diffbir_config(stage: str, **changes):
@@ -121,15 +121,7 @@ def test_stage2_v_noise_aug_resume_is_bit_identical(tmp_path, cleaner):
     cfg = diffbir_config("s2", model={"overrides": {"parameterization": "v", "zero_snr": True}},
                          diffusion={"noise_aug": 200}, checkpoint={"every": 3}, data={"train": {"num_workers": 1}})
     make = lambda out, **kw: Trainer(cfg, out, from_s1=str(cleaner), **kw)  # noqa: E731
-    make(tmp_path / "a").fit()
-    crashed = make(tmp_path / "b")
-    _crash_at(crashed, 5)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        crashed.fit()
-    resumed = make(tmp_path / "b", resume="auto")
-    assert resumed.start_iter == 3
-    resumed.fit()
-    a, b = tmp_path / "a" / "checkpoints" / "iter_00000006", tmp_path / "b" / "checkpoints" / "iter_00000006"
+    a, b = crash_and_resume(make, tmp_path)
     for f in ("params.safetensors", "params_ema.safetensors"):
         ta, tb = load_file(str(a / f)), load_file(str(b / f))
         assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), f

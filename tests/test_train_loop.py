@@ -154,15 +154,28 @@ def test_init_fine_tunes_from_weights_of_the_same_stage(tmp_path):
         Trainer(sr_config("s2", model={"init": str(s1_path)}), tmp_path / "s2", from_s1=str(s1_path))
 
 
-def _crash_at(trainer: Trainer, at: int) -> None:
-    real = trainer.train_iteration
+def crash_and_resume(make, tmp_path: Path) -> tuple[Path, Path]:
+    """Run 6 iterations uninterrupted (``a``) and crashed at 5 then resumed from the checkpoint at 3 (``b``).
+
+    ``make(out, **kw)`` builds the Trainer (checkpoints every 3 iterations); returns both runs' iteration-6
+    checkpoint folders.
+    """
+    make(tmp_path / "a").fit()
+    crashed = make(tmp_path / "b")
+    real = crashed.train_iteration
 
     def crashing(it: int):
-        if it == at:
+        if it == 5:
             raise RuntimeError("simulated crash")
         return real(it)
 
-    trainer.train_iteration = crashing  # type: ignore[method-assign]
+    crashed.train_iteration = crashing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.fit()
+    resumed = make(tmp_path / "b", resume="auto")
+    assert resumed.start_iter == 3
+    resumed.fit()
+    return tuple(tmp_path / run / "checkpoints" / "iter_00000006" for run in ("a", "b"))  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize("kind", ["sr_s2_warmup_workers", "inpaint_s1_gan", "sr_s1_pair_pool"])
@@ -179,16 +192,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, kind):
         cfg = inpaint_config("s1", checkpoint={"every": 3})
         make = lambda out, **kw: Trainer(cfg, out, **kw)  # noqa: E731
 
-    make(tmp_path / "a").fit()
-    crashed = make(tmp_path / "b")
-    _crash_at(crashed, 5)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        crashed.fit()
-    resumed = make(tmp_path / "b", resume="auto")
-    assert resumed.start_iter == 3
-    resumed.fit()
-
-    a, b = tmp_path / "a" / "checkpoints" / "iter_00000006", tmp_path / "b" / "checkpoints" / "iter_00000006"
+    a, b = crash_and_resume(make, tmp_path)
     for f in sorted(p.name for p in a.glob("*.safetensors")):
         ta, tb = load_file(str(a / f)), load_file(str(b / f))
         assert ta.keys() == tb.keys()
