@@ -26,6 +26,7 @@ from diffir.nn.restormer import (
     PatchEmbed,
     RestormerBlock,
     Upsample,
+    add_residual,
     to_map,
     to_tokens,
 )
@@ -78,7 +79,7 @@ class HIM(nn.Module):
         q = self.q(self.norm1.tokens(tokens)).view(b, h * w, heads, c // heads).transpose(1, 2)
         kv = self.kv(self.norm2.tokens(prior)).view(b, prior.shape[1], 2, heads, c // heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1], scale=self.scale)  # (B, heads, HW, C/heads)
-        return to_map(self.proj(out.transpose(1, 2).reshape(b, h * w, c)).add_(tokens), h, w)
+        return to_map(add_residual(self.proj(out.transpose(1, 2).reshape(b, h * w, c)), tokens), h, w)
 
 
 class ModulatedAttention(MDTA):
