@@ -57,8 +57,8 @@ def main() -> int:
                 times[path].append(t)
     fast, ref = (statistics.median(times[k]) for k in ("fast", "reference"))
     params = sum(q.numel() for q in net.parameters())
-    print(f"{args.preset} {params / 1e6:.2f}M parameters, batch {args.batch} x {args.size}px, {args.threads} thread(s), "
-          f"median of {args.repeats} steps")
+    print(f"{args.preset} {params / 1e6:.2f}M parameters, batch {args.batch} x {args.size}px, "
+          f"{args.threads} thread(s), median of {args.repeats} steps")
     print(f"  fast      {fast:.3f} s/step")
     print(f"  reference {ref:.3f} s/step")
     print(f"  fast / reference = {fast / ref:.2f}")
