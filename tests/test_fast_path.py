@@ -104,7 +104,7 @@ def graph_nodes(root) -> set[str]:
 @pytest.mark.parametrize("family", ["diffir_deblur", "hidiff_gopro"])
 def test_training_graph_has_no_in_place_slice_writes(family: str) -> None:
     # the depth-wise border correction writes slices in place; recorded by autograd, each write makes the backward
-    # pass copy the whole gradient map (a training step 1.6x slower), so training adds the bias first instead
+    # pass copy the whole gradient map (a training step 1.7x slower), so training adds the bias first instead
     net = model(family, 1).train()
     lq, gt = inputs(net)
     nodes = graph_nodes(net(lq, gt))
