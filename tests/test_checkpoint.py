@@ -306,3 +306,33 @@ def test_convert_half_stores_float16_and_loads_float32(tmp_path, capsys) -> None
     assert main(["convert", str(big), str(tmp_path / "big_half.safetensors"), "--half"]) == 2
     assert "beyond float16's range; save it without --half" in capsys.readouterr().err
     assert not (tmp_path / "big_half.safetensors").exists()
+
+
+def test_convert_blend_interpolates_weights_and_refuses_unlike_models(tmp_path, capsys) -> None:
+    """Network interpolation (how the bundled real-world model is made): every weight is (1-w)·input + w·other;
+    models that differ in architecture configuration are refused before anything is written."""
+    from diffir.cli import main
+
+    a, b = tiny_model("diffir_sr_x4_s2", seed=0), tiny_model("diffir_sr_x4_s2", seed=1)
+    fa, fb = diffir.save_model(a, tmp_path / "a.safetensors"), diffir.save_model(b, tmp_path / "b.safetensors")
+    for weight in ("0", "0.25", "1"):
+        out = tmp_path / f"blend_{weight}.safetensors"
+        assert main(["convert", str(fa), str(out), "--blend", str(fb), "--blend-weight", weight]) == 0
+        blended, w = diffir.load_model(out).state_dict(), float(weight)
+        for k, v in a.state_dict().items():
+            expected = (1 - w) * v + w * b.state_dict()[k] if v.is_floating_point() else v
+            assert torch.allclose(blended[k], expected, atol=1e-7), (weight, k)
+    assert not _same_weights(a, b)  # else the check above could not tell the weights apart
+    capsys.readouterr()
+
+    other = diffir.save_model(tiny_model("diffir_sr_x4_s2", timesteps=8), tmp_path / "t8.safetensors")
+    cases = [
+        (["--blend", str(other), "--blend-weight", "0.5"], "its configuration differs (timesteps 4 vs 8)"),
+        (["--blend", str(fb), "--blend-weight", "1.5"], "blend weight 1.5 is outside [0, 1]"),
+        (["--blend", str(fb)], "--blend MODEL and --blend-weight W go together"),
+    ]
+    for extra, message in cases:
+        assert main(["convert", str(fa), str(tmp_path / "refused.safetensors"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert not (tmp_path / "refused.safetensors").exists()

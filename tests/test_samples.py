@@ -66,3 +66,24 @@ def test_sr_sample_restores_with_the_bundled_model() -> None:
     sr = diffir.Restorer("diffir_sr_x4_small", device="cpu", seed=0).restore(lr)
     assert sr.dtype == np.uint8
     assert sr.shape == (lr.shape[0] * 4, lr.shape[1] * 4, 3)
+
+
+def test_readme_first_command_restores_the_realsr_sample_with_the_default_model(tmp_path, monkeypatch, capsys) -> None:
+    """The Quick start's command (CI runs it verbatim too): the real-photo sample, no -m, the default model."""
+    import shlex
+
+    from diffir.bundled import DEFAULT_MODEL
+    from diffir.cli import main
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    first = next(line for line in readme.splitlines() if line.startswith("diffir restore "))
+    argv = shlex.split(first.split("#")[0])[1:]
+    assert argv[argv.index("-i") + 1] == "samples/realsr_x4/coffee.png" and "-m" not in argv and "--task" not in argv
+    argv[argv.index("-o") + 1] = str(tmp_path / "results")
+    monkeypatch.chdir(REPO)
+    assert main([*argv, "--threads", "1"]) == 0
+    out = read_image(tmp_path / "results" / "coffee_out.png").pixels
+    lr = read_image(SAMPLES / "realsr_x4" / "coffee.png").pixels
+    assert out.shape == (lr.shape[0] * 4, lr.shape[1] * 4, 3)
+    expected = diffir.Restorer(DEFAULT_MODEL, device="cpu", seed=0).restore(lr)
+    assert np.array_equal(out, expected)  # the default model made it

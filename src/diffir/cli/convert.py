@@ -16,13 +16,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half", action="store_true",
                    help="store the weights as float16: half the file size (the bundled models ship so); they load "
                         "as float32")
+    p.add_argument("--blend", metavar="MODEL", default=None,
+                   help="network interpolation: mix in the weights of MODEL (same architecture and configuration; "
+                        "a file, run folder or name), e.g. a PSNR-oriented model into a GAN to trade texture for "
+                        "fidelity")
+    p.add_argument("--blend-weight", type=float, metavar="W", default=None,
+                   help="MODEL's share with --blend, from 0 (the input unchanged) to 1 (MODEL); required with --blend")
 
 
 def run(args: argparse.Namespace) -> int:
     from diffir.io.checkpoint import convert, load_model
     from diffir.io.locate import locate_model
 
-    out = convert(locate_model(args.input).target, args.output, key=args.key, half=args.half)
+    from diffir.errors import DiffIRError
+
+    if (args.blend is None) != (args.blend_weight is None):
+        raise DiffIRError("--blend MODEL and --blend-weight W go together (W = MODEL's share, 0..1)")
+    blend = (args.blend, args.blend_weight) if args.blend is not None else None
+    out = convert(locate_model(args.input).target, args.output, key=args.key, half=args.half, blend=blend)
     model = load_model(out)
     c = model.descriptor
     print(f"wrote {out}: {type(model).__name__} task={c.task} scale={c.scale} "

@@ -358,9 +358,38 @@ def _check_output_path(path: Path, allow_folder: bool) -> None:
                               "bytes here); choose a shorter name")
 
 
-def convert(src: Any, dst: str | os.PathLike, key: str | None = None, half: bool = False, **hints: Any) -> Path:
+def blend_models(model: nn.Module, other: nn.Module, weight: float, source: str = "the other model") -> nn.Module:
+    """Network interpolation (Wang et al., ESRGAN 2018): every weight becomes ``(1 - weight)·model + weight·other``.
+
+    Blending a GAN with a PSNR-oriented model of the same architecture trades the GAN's texture against fidelity
+    without retraining; it only makes sense between models that share architecture, configuration and weight
+    layout, so anything else is refused.  ``model`` is changed in place and returned.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise CheckpointError(f"{source}: blend weight {weight} is outside [0, 1]")
+    if architecture_of(model).name != architecture_of(other).name:
+        raise CheckpointError(f"{source}: is a {other.descriptor.architecture} model, not "
+                              f"{model.descriptor.architecture}; blending needs the same architecture")
+    if model.config != other.config:
+        mine_cfg, theirs_cfg = json.loads(model.config.to_json()), json.loads(other.config.to_json())
+        differ = ", ".join(f"{k} {mine_cfg.get(k)} vs {theirs_cfg.get(k)}" for k in sorted({*mine_cfg, *theirs_cfg})
+                           if mine_cfg.get(k) != theirs_cfg.get(k))
+        raise CheckpointError(f"{source}: its configuration differs ({differ}); blending needs the same one")
+    mine, theirs = model.state_dict(), other.state_dict()
+    if list(mine) != list(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise CheckpointError(f"{source}: its weights do not match the model's names and shapes; cannot blend")
+    with torch.no_grad():
+        for name, tensor in mine.items():
+            if tensor.is_floating_point():
+                tensor.lerp_(theirs[name].to(tensor.dtype), weight)
+    return model
+
+
+def convert(src: Any, dst: str | os.PathLike, key: str | None = None, half: bool = False,
+            blend: tuple[Any, float] | None = None, **hints: Any) -> Path:
     """Convert a checkpoint: ``.safetensors`` → diffir format; ``.pth`` → the official layout (a folder of
-    per-network files for architectures released that way).
+    per-network files for architectures released that way).  ``blend=(other, weight)`` first mixes in another
+    model's weights (:func:`blend_models`).
 
     Refuses damaged weights (NaN/Inf) and checks ``dst`` before reading; nothing is written unless it all works.
     """
@@ -373,6 +402,14 @@ def convert(src: Any, dst: str | os.PathLike, key: str | None = None, half: bool
 
         src = locate_model(src).target
     model = _load_checkpoint(src, key, None, hints)
+    if blend is not None:
+        other, weight = blend
+        if isinstance(other, (str, os.PathLike)):
+            from diffir.io.locate import locate_model
+
+            other = locate_model(other).target
+        other_model = _load_checkpoint(other, None, None, {})
+        blend_models(model, other_model, weight, source=other_model.config.meta["source"])
     if (bad := first_nonfinite(model.state_dict())) is not None:
         raise CheckpointError(_nonfinite_message(model.config.meta["source"], bad))
     official_folder = dst.suffix == "" and list(architecture_of(model).official_files(model)) != [""]
