@@ -18,7 +18,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 import diffir  # noqa: E402
 from conftest import REPO, tiny_model  # noqa: E402
-from diffir.bundled import DEFAULT_MODEL  # noqa: E402
+from diffir.bundled import DEFAULT_MODEL, list_bundled  # noqa: E402
 from diffir.cli import main  # noqa: E402
 from diffir.serve.app import create_app  # noqa: E402
 from diffir.serve.service import Service, Settings  # noqa: E402
@@ -82,7 +82,7 @@ def error_of(response) -> str:
 def test_models_list_bundled_first_then_the_models_folder(models) -> None:
     with client(models) as c:
         entries = c.get("/api/models").json()["models"]
-    assert [e["group"] for e in entries] == ["bundled", "installed", "installed"]
+    assert [e["group"] for e in entries] == ["bundled"] * len(list_bundled()) + ["installed", "installed"]
     assert entries[0]["name"] == DEFAULT_MODEL and entries[0]["default"] and entries[0]["description"]
     by_name = {e["name"]: e for e in entries}
     assert by_name["tiny_sr"]["task"] == "sr" and by_name["tiny_sr"]["scale"] == 4

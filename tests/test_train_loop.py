@@ -272,6 +272,12 @@ def test_ablation_switches_train(tmp_path, changes, switch_off):
     assert denoise_moved == cfg.diffusion.enabled  # V1 bypasses the denoiser entirely
     assert any(not torch.equal(v, t.student.G.state_dict()[k]) for k, v in g_before.items())
     assert t.student.diffusion.timesteps == (cfg.diffusion.timesteps or 4)
+    # V1 and V4 change inference too: the saved model must restore as it was trained, not as V3.
+    saved = diffir.load_model(tmp_path / "run" / "model.safetensors")
+    assert (saved.config.prior_diffusion, saved.config.reverse_noise) == (cfg.diffusion.enabled,
+                                                                         cfg.diffusion.reverse_noise)
+    cond = saved.condition_of(torch.rand(1, 3, 16, 16))
+    assert torch.equal(saved.sample_prior(cond), cond) == (not cfg.diffusion.enabled)
 
     # The switch must change the training step: the first iteration (same seed, same data) gives another loss
     # with the switch alone turned back off, and exactly the logged one with it on.

@@ -43,26 +43,10 @@ _RESEARCH_ONLY = ("weights: Apache-2.0 like the code, but trained on images with
                   "use ({}): treat the model as research-only")
 
 
+#: In the order ``diffir list`` and ``diffir serve`` show them: the default first.
 BUNDLED: dict[str, BundledModel] = {
     m.name: m
     for m in [
-        BundledModel(
-            name="diffir_sr_x4_small",
-            task="sr_x4",
-            description="bicubic x4 SR (clean downscales): small DiffIR S2, dim 24, 2 blocks/level, 4.8M parameters",
-            recipe="diffir train -c configs/bundled/sr_x4_small_v2_s1.yaml --out runs/bundled/sr_x4_small_v2_s1; "
-            "diffir train -c configs/bundled/sr_x4_small_v2_s2.yaml --out runs/bundled/sr_x4_small_v2_s2 "
-            "--from-s1 runs/bundled/sr_x4_small_v2_s1; diffir convert runs/bundled/sr_x4_small_v2_s2 "
-            "diffir_sr_x4_small.safetensors --half",
-            file="diffir_sr_x4_small.safetensors",
-            data="T91 + BSD200 (291 images), 96-px GT patches, MATLAB bicubic x4 on the fly; validated on Set5",
-            iterations="S1 15,000 + S2 3,000 (batch 8; S2 joint over the T=4 reverse steps, L1 + KD-L1)",
-            train_time="about 5.7 h (S1) + 1.1 h (S2) of one core of a shared 2-core Xeon CPU",
-            metrics="x4 Y-PSNR/SSIM, crop 4: Set5 31.24/0.8806, Set14 27.95/0.7658, B100 27.21/0.7233 "
-            "(bicubic 28.43/0.8111, 26.09/0.7048, 25.96/0.6681); better than bicubic on every image of the three "
-            "sets; `diffir eval -m diffir_sr_x4_small --data $DIFFIR_DATA/sr/Set5 --degrade bicubic_x4`",
-            licence=_RESEARCH_ONLY.format("T91, BSD200"),
-        ),
         BundledModel(
             name="diffir_realsr_x4_small",
             task="realsr_x4",
@@ -85,6 +69,23 @@ BUNDLED: dict[str, BundledModel] = {
             metrics="RealSR Canon x4 (50 pairs), Y-PSNR/SSIM crop 4, NIQE: 26.94/0.7677/6.55 (bicubic "
             "27.21/0.7678/9.26, diffir_sr_x4_small 27.63/0.7832/8.84, Real-ESRGAN x4plus 25.86/0.7755/5.22); "
             "`diffir eval -m diffir_realsr_x4_small --data $DIFFIR_DATA/realsr/RealSR --metrics psnr,ssim,niqe`",
+            licence=_RESEARCH_ONLY.format("T91, BSD200"),
+        ),
+        BundledModel(
+            name="diffir_sr_x4_small",
+            task="sr_x4",
+            description="bicubic x4 SR (clean downscales): small DiffIR S2, dim 24, 2 blocks/level, 4.8M parameters",
+            recipe="diffir train -c configs/bundled/sr_x4_small_v2_s1.yaml --out runs/bundled/sr_x4_small_v2_s1; "
+            "diffir train -c configs/bundled/sr_x4_small_v2_s2.yaml --out runs/bundled/sr_x4_small_v2_s2 "
+            "--from-s1 runs/bundled/sr_x4_small_v2_s1; diffir convert runs/bundled/sr_x4_small_v2_s2 "
+            "diffir_sr_x4_small.safetensors --half",
+            file="diffir_sr_x4_small.safetensors",
+            data="T91 + BSD200 (291 images), 96-px GT patches, MATLAB bicubic x4 on the fly; validated on Set5",
+            iterations="S1 15,000 + S2 3,000 (batch 8; S2 joint over the T=4 reverse steps, L1 + KD-L1)",
+            train_time="about 5.7 h (S1) + 1.1 h (S2) of one core of a shared 2-core Xeon CPU",
+            metrics="x4 Y-PSNR/SSIM, crop 4: Set5 31.24/0.8806, Set14 27.95/0.7658, B100 27.21/0.7233 "
+            "(bicubic 28.43/0.8111, 26.09/0.7048, 25.96/0.6681); better than bicubic on every image of the three "
+            "sets; `diffir eval -m diffir_sr_x4_small --data $DIFFIR_DATA/sr/Set5 --degrade bicubic_x4`",
             licence=_RESEARCH_ONLY.format("T91, BSD200"),
         ),
     ]

@@ -25,10 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffir.errors import DiffIRError
     from diffir.io.checkpoint import convert, load_model
     from diffir.io.locate import locate_model
-
-    from diffir.errors import DiffIRError
 
     if (args.blend is None) != (args.blend_weight is None):
         raise DiffIRError("--blend MODEL and --blend-weight W go together (W = MODEL's share, 0..1)")

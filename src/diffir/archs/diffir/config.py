@@ -49,11 +49,16 @@ class DiffIRConfig(ConfigMixin):
     timesteps: int = DIFFIR_TIMESTEPS
     linear_start: float = DEFAULT_LINEAR_START
     linear_end: float = DEFAULT_LINEAR_END
+    # The paper's inference-time ablation variants (Tab. 4), kept in the file because they change what the weights
+    # compute: V1 has no diffusion (the CPEN_S2 output is the IPR), V4 adds posterior noise in the reverse steps.
+    prior_diffusion: bool = True
+    reverse_noise: bool = False
     # Free-form provenance (preset name, source file); never affects the network.
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     #: Fields that only the stage-2 network uses (an S1 teacher may differ in them).
-    STAGE2_FIELDS: ClassVar[tuple[str, ...]] = ("stage", "n_denoise_res", "timesteps", "linear_start", "linear_end")
+    STAGE2_FIELDS: ClassVar[tuple[str, ...]] = ("stage", "n_denoise_res", "timesteps", "linear_start", "linear_end",
+                                                "prior_diffusion", "reverse_noise")
 
     def __post_init__(self) -> None:
         # Types and ranges first (the same checks serve presets, training overrides and checkpoint metadata), so
@@ -71,7 +76,7 @@ class DiffIRConfig(ConfigMixin):
         put("heads", common.checked_ints("heads", self.heads, 4, 1, common.MAX_HEADS))
         put("ffn_expansion_factor",
             common.checked_float("ffn_expansion_factor", self.ffn_expansion_factor, 0.0, common.MAX_FACTOR))
-        for name in ("bias", "dual_pixel"):
+        for name in ("bias", "dual_pixel", "prior_diffusion", "reverse_noise"):
             put(name, common.checked_bool(name, getattr(self, name)))
         common.checked_choice("task", self.task, TASKS)
         common.checked_choice("layernorm", self.layernorm, LAYERNORMS)

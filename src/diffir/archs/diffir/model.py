@@ -65,18 +65,22 @@ class DiffIRS1(DiffIRModel):
 class DiffIRS2(DiffIRModel):
     """Stage 2: ``condition`` = CPEN_S2(LQ); ``denoise`` estimates the IPR in T reverse steps; ``G`` restores.
 
-    Runtime switches for the paper's ablations (they do not change the weights):
-    ``diffusion_enabled=False`` (V1: the CPEN_S2 output is the IPR) and ``diffusion.reverse_noise`` (V4).
+    The paper's ablation variants are config fields, so a saved model restores as it was trained:
+    ``prior_diffusion=False`` (V1: the CPEN_S2 output is the IPR) and ``reverse_noise=True`` (V4).
     """
 
     STAGE = 2
 
-    def __init__(self, config: DiffIRConfig, diffusion_enabled: bool = True) -> None:
+    def __init__(self, config: DiffIRConfig) -> None:
         super().__init__(config)
         self.condition = CPEN(config.cpen_s2_channels, config.n_encoder_res)
         self.denoise = MLPDenoiser(IPR_DIM, config.n_denoise_res, config.timesteps)
-        self.diffusion = IPRDiffusion(config.timesteps, config.linear_start, config.linear_end)
-        self.diffusion_enabled = diffusion_enabled
+        self.diffusion = IPRDiffusion(config.timesteps, config.linear_start, config.linear_end,
+                                      reverse_noise=config.reverse_noise)
+
+    @property
+    def diffusion_enabled(self) -> bool:
+        return self.config.prior_diffusion
 
     def condition_of(self, lq: torch.Tensor) -> torch.Tensor:
         """c = CPEN_S2(LQ part)."""
@@ -113,8 +117,10 @@ class DiffIRS2(DiffIRModel):
         self.G.load_state_dict(teacher.G.state_dict())
 
     def set_ablation(self, enabled: bool = True, reverse_noise: bool = False, optimization: str = "joint") -> None:
-        """The paper's ablation switches (Tab. 4): V1 no diffusion, V2 traditional, V4 noise in reverse steps."""
-        self.diffusion_enabled = enabled
+        """The paper's ablation switches (Tab. 4): V1 no diffusion, V2 traditional, V4 noise in reverse steps.
+        V1 and V4 change inference, so they go into the config (and with it into every file saved); V2 changes only
+        the training objective (:meth:`traditional_targets`)."""
+        self.config = self.config.replace(prior_diffusion=enabled, reverse_noise=reverse_noise)
         self.diffusion.reverse_noise = reverse_noise
 
     def traditional_targets(self, ipr_s1: torch.Tensor, cond: torch.Tensor,
