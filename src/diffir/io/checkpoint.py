@@ -397,18 +397,15 @@ def convert(src: Any, dst: str | os.PathLike, key: str | None = None, half: bool
     if dst.suffix not in (".safetensors", ".pth", ".pt", ""):
         raise CheckpointError(f"{dst}: output must end in .safetensors (diffir) or .pth (official BasicSR layout)")
     check_output_path(dst, allow_folder=dst.suffix == "")
-    if isinstance(src, (str, os.PathLike)):
-        from diffir.io.locate import locate_model
+    from diffir.io.locate import locate_model  # lazily, as load_model does
 
-        src = locate_model(src).target
-    model = _load_checkpoint(src, key, None, hints)
+    def located(spec: Any) -> Any:
+        return locate_model(spec).target if isinstance(spec, (str, os.PathLike)) else spec
+
+    model = _load_checkpoint(located(src), key, None, hints)
     if blend is not None:
         other, weight = blend
-        if isinstance(other, (str, os.PathLike)):
-            from diffir.io.locate import locate_model
-
-            other = locate_model(other).target
-        other_model = _load_checkpoint(other, None, None, {})
+        other_model = _load_checkpoint(located(other), None, None, {})
         blend_models(model, other_model, weight, source=other_model.config.meta["source"])
     if (bad := first_nonfinite(model.state_dict())) is not None:
         raise CheckpointError(_nonfinite_message(model.config.meta["source"], bad))
