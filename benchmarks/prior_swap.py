@@ -22,15 +22,11 @@ import torch
 import diffir
 from diffir.io.images import read_image
 from diffir.metrics import calculate_psnr
+from diffir.pipelines.convert import as_float_batch
 
 
-def _tensor(pixels: np.ndarray) -> torch.Tensor:
-    rgb = np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[..., :3]  # grey -> RGB, drop alpha
-    return torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 255
-
-
-def _pixels(t: torch.Tensor) -> np.ndarray:
-    return (t.clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[..., :3]  # grey -> RGB, drop alpha
 
 
 def main() -> int:
@@ -49,17 +45,18 @@ def main() -> int:
         raise SystemExit(f"{args.gt} and {args.lq} must hold the same number of images")
     pairs = []
     for g, q in zip(gts, lqs, strict=True):
-        lq, gt = read_image(q).pixels, read_image(g).pixels
+        lq, gt = _rgb(read_image(q).pixels), _rgb(read_image(g).pixels)
         h, w = (lq.shape[0] // d.size_multiple) * d.size_multiple, (lq.shape[1] // d.size_multiple) * d.size_multiple
         pairs.append((g.stem, lq[:h, :w], gt[: h * d.scale, : w * d.scale]))
     sr = d.task == "sr"
     with torch.no_grad():
-        priors = [model.prior(_tensor(lq), _tensor(gt)) for _, lq, gt in pairs]
+        priors = [model.prior(as_float_batch(lq)[0], as_float_batch(gt)[0]) for _, lq, gt in pairs]
         rows = {"own prior": [], "next image's prior": [], "zero prior": []}
         for i, (_, lq, gt) in enumerate(pairs):
             for name, prior in zip(rows, (priors[i], priors[(i + 1) % len(pairs)], torch.zeros_like(priors[i])),
                                    strict=True):
-                out = _pixels(model.restore(_tensor(lq), prior))
+                x, back = as_float_batch(lq)
+                out = back(model.restore(x, prior))
                 rows[name].append(calculate_psnr(out, gt, crop_border=d.scale if sr else 0, test_y_channel=sr))
     print(f"{args.model} on {len(pairs)} images of {args.gt}")
     print("| prior | PSNR (mean) | per image |\n|---|---:|---|")
