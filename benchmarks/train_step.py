@@ -4,7 +4,7 @@
     python benchmarks/train_step.py --preset diffir_realsr_x4_s1 --batch 6 --size 32 --repeats 5
 
 Random weights and inputs (speed does not depend on them), one process, paths alternating so that the machine's
-load hits both alike.  The default network is the one of ``configs/bundled/deblur_small_s1_ft.yaml`` (batch 4 of
+load hits both alike.  The default network is the one of ``configs/bundled/deblur_small_s1.yaml`` (batch 4 of
 96-px patches); ``--size`` is the LQ side.  Compare the ratio, not the seconds, across machines.
 """
 
