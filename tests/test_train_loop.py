@@ -308,3 +308,25 @@ def test_guard_ignores_the_scale_change_after_the_warmup(tmp_path):
                     checkpoint={"every": 1})
     Trainer(cfg, tmp_path / "run", from_s1=s1).fit()
     assert not [r for r in records(tmp_path / "run") if r.get("event") == "rollback"]
+
+
+def test_amp_bf16_trains_on_the_cpu_and_fp16_is_refused(tmp_path, monkeypatch):
+    """train.amp is not ignored on the CPU: bf16 runs the forward passes in bf16 (other weights than float32 after
+    the same steps), and fp16, whose gradient scaler is CUDA-only, is refused with the key named."""
+    dtypes = []
+    original = Trainer._autocast
+
+    def spy(self):
+        dtypes.append(self.amp_dtype)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "_autocast", spy)
+    weights = {}
+    for amp in ("none", "bf16"):
+        t = Trainer(sr_config("s1", train={"iters": 2, "amp": amp}), tmp_path / amp)
+        t.fit()
+        weights[amp] = t.student.state_dict()
+    assert torch.bfloat16 in dtypes and None in dtypes
+    assert any(not torch.equal(v, weights["bf16"][k]) for k, v in weights["none"].items())
+    with pytest.raises(ConfigError, match=r"train.amp.*fp16 needs a CUDA device.*use bf16"):
+        Trainer(sr_config("s1", train={"amp": "fp16"}), tmp_path / "fp16")

@@ -246,8 +246,10 @@ class MDTA(nn.Module):
         else:
             # normalize(q)·normalize(k)ᵀ = (q·kᵀ) / (|q|·|k|ᵀ): no normalised copies of q and k.
             gram = q.view(b, n, heads, -1).permute(0, 2, 3, 1) @ k.view(b, n, heads, -1).transpose(1, 2)
-            q_norm = q.square().sum(1).sqrt().clamp_min(1e-12).view(b, heads, -1, 1)
-            k_norm = k.square().sum(1).sqrt().clamp_min(1e-12).view(b, heads, 1, -1)
+            # clamped before the square root (= after, at 1e-12): sqrt's gradient at a zero norm is inf, and a zero
+            # q/k row (seen under bf16 autocast) would turn the whole backward pass into NaN
+            q_norm = q.square().sum(1).clamp_min(1e-24).sqrt().view(b, heads, -1, 1)
+            k_norm = k.square().sum(1).clamp_min(1e-24).sqrt().view(b, heads, 1, -1)
             attn = (gram / (q_norm * k_norm) * self.temperature).softmax(dim=-1)
         # project_out(blockdiag(attn)·v) = v·(W_out·blockdiag(attn))ᵀ: one product over the pixels.
         w_out = self.project_out.weight.view(c, heads, c // heads).transpose(0, 1)  # (heads, C, C/heads)
