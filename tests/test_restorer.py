@@ -196,7 +196,7 @@ def test_inpainting_keeps_known_pixels_and_accepts_any_mask_kind(inpainter) -> N
     known = mask8 <= 127
     assert np.array_equal(out[known], image[known])
     for other in (mask8 > 127, Image.fromarray(mask8).convert("1"), np.repeat(mask8[..., None], 3, 2),
-                  torch.from_numpy(mask8 > 127)):
+                  torch.from_numpy(mask8 > 127), (mask8 > 127).astype(np.uint8)):  # the last: 0/1, not 0/255
         assert np.array_equal(r.restore(image, mask=other), out)
 
 

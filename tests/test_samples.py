@@ -87,3 +87,29 @@ def test_readme_first_command_restores_the_realsr_sample_with_the_default_model(
     assert out.shape == (lr.shape[0] * 4, lr.shape[1] * 4, 3)
     expected = diffir.Restorer(DEFAULT_MODEL, device="cpu", seed=0).restore(lr)
     assert np.array_equal(out, expected)  # the default model made it
+
+
+def test_sample_commands_without_a_model_restore_offline_with_the_bundled_ones(tmp_path, monkeypatch) -> None:
+    """samples/README.md's commands that name no model (-m) run as written, on the bundled model of their task;
+    one for each task that ships a model (the sample folders are named after the tasks)."""
+    import shlex
+
+    from diffir.bundled import BUNDLED, list_bundled
+    from diffir.cli import main
+
+    text = README.read_text(encoding="utf-8")
+    block = text.split("## Restore them", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0] for line in block.splitlines() if line.startswith("diffir restore ")]
+    monkeypatch.chdir(REPO)
+    ran = set()
+    for n, command in enumerate(c for c in commands if " -m " not in c):
+        argv = shlex.split(command)[1:]
+        argv[argv.index("-o") + 1] = str(tmp_path / str(n))
+        assert main([*argv, "--threads", "1", "-q"]) == 0, command
+        source = Path(argv[argv.index("-i") + 1])
+        out = read_image(tmp_path / str(n) / f"{source.stem}_out.png").pixels
+        lq = read_image(source).pixels
+        scale = 4 if source.parent.name.endswith("x4") else 1
+        assert out.shape == (lq.shape[0] * scale, lq.shape[1] * scale, 3), command
+        ran.add(source.parent.name)
+    assert {BUNDLED[name].task for name in list_bundled()} <= ran, ran

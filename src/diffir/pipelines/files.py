@@ -146,6 +146,8 @@ def hole_map(pixels: np.ndarray, threshold: float = 0.5, hole: str = "white") ->
       (opaque, painted pixels are the holes).
     * A 16-bit file whose values are all at most 255 holds 8-bit values (some tools save masks so): it is
       scaled by 255, not 65535, else its white (255) would read as 0.004, i.e. no hole at all.
+    * Likewise a mask whose values are all 0 or 1 is a label map (a numpy ``mask.astype(np.uint8)``, some
+      datasets' PNGs): 1 is white, not 1/255, which would read as no hole and give the image back untouched.
     """
     channels = pixels.shape[2]
     colour = pixels[..., : channels - 1] if channels in (2, 4) else pixels
@@ -154,7 +156,8 @@ def hole_map(pixels: np.ndarray, threshold: float = 0.5, hole: str = "white") ->
         alpha = pixels[..., channels - 1]
         if (colour == colour[:1, :1]).all() and not (alpha == alpha.flat[0]).all():
             source, what = alpha[..., None], "transparency of the alpha channel"
-    top = 65535.0 if source.dtype == np.uint16 and source.max() > 255 else 255.0
+    peak = source.max()
+    top = 1.0 if peak == 1 else 65535.0 if source.dtype == np.uint16 and peak > 255 else 255.0
     value = source.mean(axis=2, dtype=np.float32) / np.float32(top)
     if source is not colour:
         value = 1 - value  # transparency: a transparent pixel reads as white
