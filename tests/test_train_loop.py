@@ -330,3 +330,15 @@ def test_amp_bf16_trains_on_the_cpu_and_fp16_is_refused(tmp_path, monkeypatch):
     assert any(not torch.equal(v, weights["bf16"][k]) for k, v in weights["none"].items())
     with pytest.raises(ConfigError, match=r"train.amp.*fp16 needs a CUDA device.*use bf16"):
         Trainer(sr_config("s1", train={"amp": "fp16"}), tmp_path / "fp16")
+
+
+def test_inpainting_validation_scores_the_holes_too(tmp_path):
+    """val.jsonl of an inpainting run carries psnr_hole (the bar's metric, as diffir eval computes it); with the
+    known pixels kept, the holes hold all the error, so it lies under the whole-image PSNR."""
+    faces = str(shared_data() / "inpaint" / "celeba_hq_256")
+    val = {"kind": "inpaint", "gt_dir": faces, "max_images": 2, "patch_size": None, "augment": False,
+           "mask": {"preset": "thick_256"}}
+    out = tmp_path / "run"
+    Trainer(inpaint_config("s1", data={"val": val}, train={"iters": 2}, val={"every": 2}), out).fit()
+    (record,) = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert 0 < record["psnr_hole"] < record["psnr"], record

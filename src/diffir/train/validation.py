@@ -21,11 +21,13 @@ def evaluate(model: nn.Module, items: Iterable[dict[str, torch.Tensor]], device:
     """Mean PSNR/SSIM over ``items`` (batch-1 dicts) and an [LQ | output | GT] grid of the first image.
 
     GT-only items are degraded with ``degradation`` (seeded per image, so every validation sees the same LQ);
-    inpainting outputs are composited with the known pixels before scoring, as LaMa's evaluator does.
+    inpainting outputs are composited with the known pixels before scoring, as LaMa's evaluator does, and are
+    also scored over the holes alone (``psnr_hole``, as ``diffir eval`` reports it): the whole-image PSNR mixes
+    in the known pixels, which every method keeps.
     """
     was_training = model.training
     model.eval()
-    psnrs, ssims, grid = [], [], None
+    psnrs, ssims, hole_psnrs, grid = [], [], [], None
     for i, item in enumerate(items):
         batch = {k: v.to(device) for k, v in item.items() if torch.is_tensor(v)}
         if degradation is not None:
@@ -35,13 +37,18 @@ def evaluate(model: nn.Module, items: Iterable[dict[str, torch.Tensor]], device:
         out = restore_image(model, batch, stage, seed, steps)
         if model.descriptor.task == "inpaint":
             out = batch["mask"] * out + (1 - batch["mask"]) * batch["gt"]
+            if batch["mask"].any():
+                hole_psnrs.append(hole_psnr(out, batch["gt"], batch["mask"]))
         p, s = psnr_ssim(out, batch["gt"], crop_border, y_channel)
         psnrs.append(p)
         ssims.append(s)
         if grid is None:
             grid = image_grid(batch["lq"][:, :3], out, batch["gt"])
     model.train(was_training)
-    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}, grid
+    result = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+    if hole_psnrs:
+        result["psnr_hole"] = float(np.mean(hole_psnrs))
+    return result, grid
 
 
 def restore_image(model: nn.Module, batch: dict[str, torch.Tensor], stage: str, seed: int,
@@ -93,6 +100,16 @@ def psnr_ssim(out: torch.Tensor, gt: torch.Tensor, crop: int, y: bool) -> tuple[
         return (float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)), float("nan")
     return (calculate_psnr(a, b, crop, input_order="HWC", test_y_channel=y),
             calculate_ssim(a, b, crop, input_order="HWC", test_y_channel=y))
+
+
+def hole_psnr(out: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR over the hole pixels of rounded 8-bit images (``diffir.metrics.calculate_psnr_hole``)."""
+    from diffir.metrics.psnr_ssim import calculate_psnr_hole
+
+    def pixels(x: torch.Tensor) -> np.ndarray:
+        return (x[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
+
+    return calculate_psnr_hole(pixels(out), pixels(gt), mask[0, 0].cpu().numpy())
 
 
 def image_grid(lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
