@@ -89,8 +89,7 @@ def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def psnr_ssim(out: torch.Tensor, gt: torch.Tensor, crop: int, y: bool) -> tuple[float, float]:
     """BasicSR PSNR/SSIM on rounded 8-bit images (diffir.metrics); a plain PSNR if that module is missing."""
-    a = (out[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
-    b = (gt[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
+    a, b = pixels(out), pixels(gt)
     try:
         from diffir.metrics.psnr_ssim import calculate_psnr, calculate_ssim
     except ImportError:
@@ -106,10 +105,12 @@ def hole_psnr(out: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> float:
     """PSNR over the hole pixels of rounded 8-bit images (``diffir.metrics.calculate_psnr_hole``)."""
     from diffir.metrics.psnr_ssim import calculate_psnr_hole
 
-    def pixels(x: torch.Tensor) -> np.ndarray:
-        return (x[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
-
     return calculate_psnr_hole(pixels(out), pixels(gt), mask[0, 0].cpu().numpy())
+
+
+def pixels(x: torch.Tensor) -> np.ndarray:
+    """The first image of a [0, 1] batch as rounded 8-bit values (float HWC), as the metrics read files."""
+    return (x[0].float().clamp(0, 1) * 255).round().permute(1, 2, 0).cpu().numpy()
 
 
 def image_grid(lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
